@@ -1,0 +1,320 @@
+/*
+ * account.c - accounts: the tree of reclamation units, their references
+ * and their ids.
+ *
+ * An account may have several parents (never a cycle).  Reclaiming an
+ * account reclaims its descendants, never its ancestors.  Open accounts are
+ * in the tracker's hash by id, which is what makes memq_account_find() a
+ * weak reference: closing removes the entry, and ids are never reused.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+bool memq__account_valid(const memq_account *a)
+{
+    return a != NULL && a->magic == MEMQ_MAGIC_ACCOUNT;
+}
+
+/* ======================================================================
+ * Parent and child lists
+ * ====================================================================== */
+
+static bool list_push(memq_account_list *l, memq_account *a)
+{
+    if (l->n == l->cap) {
+        uint32_t cap = l->cap ? l->cap * 2 : 1;
+        memq_account **items = realloc(l->items, cap * sizeof *items);
+        if (items == NULL)
+            return false;
+        l->items = items;
+        l->cap = cap;
+    }
+    l->items[l->n++] = a;
+    return true;
+}
+
+static void list_remove(memq_account_list *l, const memq_account *a)
+{
+    for (uint32_t i = 0; i < l->n; i++)
+        if (l->items[i] == a) {
+            l->items[i] = l->items[--l->n];
+            return;
+        }
+}
+
+static bool list_contains(const memq_account_list *l, const memq_account *a)
+{
+    for (uint32_t i = 0; i < l->n; i++)
+        if (l->items[i] == a)
+            return true;
+    return false;
+}
+
+static void list_free(memq_account_list *l)
+{
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+/* Link child under parent, both ways, or neither. */
+static bool link(memq_account *child, memq_account *parent)
+{
+    if (!list_push(&parent->children, child))
+        return false;
+    if (!list_push(&child->parents, parent)) {
+        parent->children.n--;
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Depth-first over a and its descendants, each once even when reachable
+ * by several paths (marked with a fresh traversal number).  Iterative, so
+ * a deep chain of accounts cannot overflow the stack.
+ */
+bool memq__account_walk(memq_account *a, void (*fn)(memq_account *, void *), void *arg)
+{
+    memq_tracker *t = a->tracker;
+    uint64_t mark = ++t->visit;
+    memq_account_list stack = {0};
+    if (!list_push(&stack, a))
+        return false;
+    a->visit = mark;
+    while (stack.n > 0) {
+        memq_account *x = stack.items[--stack.n];
+        fn(x, arg);
+        for (uint32_t i = 0; i < x->children.n; i++) {
+            memq_account *c = x->children.items[i];
+            if (c->visit == mark)
+                continue;
+            c->visit = mark;
+            if (!list_push(&stack, c)) {
+                list_free(&stack);
+                return false;
+            }
+        }
+    }
+    list_free(&stack);
+    return true;
+}
+
+/* ======================================================================
+ * Creation, closing, freeing
+ * ====================================================================== */
+
+int memq_account_new(memq_tracker *t, memq_account *parent, memq_account **out)
+{
+    if (t == NULL || out == NULL || t->magic != MEMQ_MAGIC_TRACKER)
+        return MEMQ_EINVAL;
+    if (parent != NULL && (!memq__account_valid(parent) || parent->tracker != t))
+        return MEMQ_EINVAL;
+    memq_account *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return MEMQ_ENOMEM;
+    a->magic = MEMQ_MAGIC_ACCOUNT;
+    a->refs = 1;
+    a->tracker = t;
+    /* Any data this account will hold is newer than now. */
+    a->oldest_hint = memq__clock(t);
+
+    int rc = 0;
+    memq__lock(t);
+    if (t->shutdown)
+        rc = MEMQ_ESHUTDOWN;
+    else if (parent != NULL && parent->closed)
+        rc = MEMQ_ECLOSED;
+    else if (parent != NULL && !link(a, parent))
+        rc = MEMQ_ENOMEM;
+    if (rc == 0) {
+        a->id = t->next_id;
+        HASH_ADD(hh, t->accounts, id, sizeof a->id, a);
+        if (a->hh.tbl == NULL) {
+            if (parent != NULL) {
+                list_remove(&parent->children, a);
+                list_free(&a->parents);
+            }
+            rc = MEMQ_ENOMEM;
+        }
+    }
+    if (rc == 0) {
+        t->next_id++;
+        t->refs++;
+    }
+    memq__unlock(t);
+    if (rc != 0) {
+        a->magic = MEMQ_MAGIC_DEAD;
+        free(a);
+        return rc;
+    }
+    *out = a;
+    return 0;
+}
+
+/* Free the struct once nothing refers to it.  Under the lock; the tracker
+ * itself goes at the next memq__unlock() if this was its last holder. */
+void memq__account_maybe_free(memq_account *a)
+{
+    if (a->refs > 0 || a->pins > 0 || !a->closed)
+        return;
+    memq_tracker *t = a->tracker;
+    a->magic = MEMQ_MAGIC_DEAD;
+    free(a->name);
+    free(a);
+    t->refs--;
+}
+
+void memq__account_close(memq_account *a)
+{
+    if (!a->closed) {
+        memq_tracker *t = a->tracker;
+        a->closed = true;
+        for (memq_participation *p = a->participants; p != NULL; p = p->next)
+            memq__participation_close(p);
+        HASH_DEL(t->accounts, a);
+        for (uint32_t i = 0; i < a->parents.n; i++)
+            list_remove(&a->parents.items[i]->children, a);
+        for (uint32_t i = 0; i < a->children.n; i++)
+            list_remove(&a->children.items[i]->parents, a);
+        list_free(&a->parents);
+        list_free(&a->children);
+    }
+    memq__account_maybe_free(a);
+}
+
+/* ======================================================================
+ * The public account functions
+ * ====================================================================== */
+
+struct find_arg {
+    const memq_account *target;
+    bool found;
+};
+
+static void find_in(memq_account *a, void *arg)
+{
+    struct find_arg *f = arg;
+    if (a == f->target)
+        f->found = true;
+}
+
+int memq_account_add_parent(memq_account *a, memq_account *parent)
+{
+    if (!memq__account_valid(a) || !memq__account_valid(parent) || a->tracker != parent->tracker)
+        return MEMQ_EINVAL;
+    memq_tracker *t = a->tracker;
+    int rc = 0;
+    memq__lock(t);
+    struct find_arg f = {parent, false};
+    if (t->shutdown)
+        rc = MEMQ_ESHUTDOWN;
+    else if (a->closed || parent->closed)
+        rc = MEMQ_ECLOSED;
+    else if (list_contains(&a->parents, parent))
+        rc = MEMQ_EEXIST;
+    else if (!memq__account_walk(a, find_in, &f))
+        rc = MEMQ_ENOMEM;
+    else if (f.found)
+        rc = MEMQ_ECYCLE;
+    else if (!link(a, parent))
+        rc = MEMQ_ENOMEM;
+    memq__unlock(t);
+    return rc;
+}
+
+memq_account *memq_account_ref(memq_account *a)
+{
+    if (!memq__account_valid(a))
+        return NULL;
+    memq_tracker *t = a->tracker;
+    memq__lock(t);
+    a->refs++;
+    memq__unlock(t);
+    return a;
+}
+
+void memq_account_unref(memq_account *a)
+{
+    if (!memq__account_valid(a))
+        return;
+    memq_tracker *t = a->tracker;
+    memq__lock(t);
+    bool log = false;
+    if (a->refs == 0) {
+        log = memq__misuse_locked(t);
+    } else if (--a->refs == 0) {
+        memq__account_close(a); /* may free a */
+    }
+    if (log) {
+        memq__unlock(t);
+        memq__log(t, MEMQ_LOG_WARN, "misuse: memq_account_unref on an account with no references");
+        return;
+    }
+    memq__unlock(t);
+}
+
+uint64_t memq_account_id(const memq_account *a)
+{
+    return memq__account_valid(a) ? a->id : 0;
+}
+
+memq_account *memq_account_find(memq_tracker *t, uint64_t id)
+{
+    if (t == NULL || t->magic != MEMQ_MAGIC_TRACKER)
+        return NULL;
+    memq_account *a = NULL;
+    memq__lock(t);
+    HASH_FIND(hh, t->accounts, &id, sizeof id, a);
+    if (a != NULL)
+        a->refs++;
+    memq__unlock(t);
+    return a;
+}
+
+int memq_account_set_name(memq_account *a, const char *name)
+{
+    if (!memq__account_valid(a))
+        return MEMQ_EINVAL;
+    char *copy = NULL;
+    if (name != NULL && (copy = strdup(name)) == NULL)
+        return MEMQ_ENOMEM;
+    memq_tracker *t = a->tracker;
+    memq__lock(t);
+    char *old = a->name;
+    a->name = copy;
+    memq__unlock(t);
+    free(old);
+    return 0;
+}
+
+memq_tracker *memq_account_tracker(const memq_account *a)
+{
+    return memq__account_valid(a) ? a->tracker : NULL;
+}
+
+size_t memq_account_used(const memq_account *a)
+{
+    if (!memq__account_valid(a))
+        return 0;
+    memq_tracker *t = a->tracker;
+    size_t sum = 0;
+    memq__lock(t);
+    if (!a->closed)
+        for (memq_participation *p = a->participants; p != NULL; p = p->next)
+            sum += atomic_load_explicit(&p->claimed, memory_order_relaxed);
+    memq__unlock(t);
+    return sum;
+}
+
+bool memq_account_closed(const memq_account *a)
+{
+    if (!memq__account_valid(a))
+        return true;
+    memq_tracker *t = a->tracker;
+    memq__lock(t);
+    bool closed = a->closed;
+    memq__unlock(t);
+    return closed;
+}

@@ -1,0 +1,239 @@
+/*
+ * internal.h - the library's shared structures and internal functions.
+ * Never installed.
+ *
+ * Locking: one mutex per tracker (t->lock) protects everything below that
+ * is not marked otherwise.  The fast path of memq_claim()/memq_release()
+ * touches only the owner's fields of a participation (see struct
+ * memq_participation) and takes no lock.  User code (participant
+ * callbacks, wakeup, log, clock) is never called with t->lock held.
+ *
+ * Lifetimes: handles are pointers.  A participation struct lives while its
+ * owner has not freed it or the reclaimer holds a reference (refs); an
+ * account struct while it has user references or participation structs
+ * (pins); a tracker struct while its owner has not freed it or any account
+ * struct or running reclaim call holds it (refs).
+ */
+#ifndef MEMQ_INTERNAL_H
+#define MEMQ_INTERNAL_H
+
+#include "memquota.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+
+#define HASH_NONFATAL_OOM 1
+#include <uthash.h>
+
+#define MEMQ_MAGIC_TRACKER 0x54524b52u       /* "TRKR" */
+#define MEMQ_MAGIC_ACCOUNT 0x41434354u       /* "ACCT" */
+#define MEMQ_MAGIC_PARTICIPATION 0x50415254u /* "PART" */
+#define MEMQ_MAGIC_DEAD 0xdeadbeefu
+
+#define MEMQ_DEFAULT_CACHE_MAX ((size_t)16 * 1024)
+
+/* ======================================================================
+ * Participations
+ * ====================================================================== */
+
+struct memq_participation {
+    /* --- The owner's fast path: first cache line. --- */
+    /* Bytes charged to the tracker but not claimed (owner-only). */
+    size_t cache;
+    /* Bytes the participant claims.  Written only by the thread using the
+     * participation; read by others (relaxed) for statistics and victim
+     * selection. */
+    _Atomic size_t claimed;
+    /* A release keeps at most this much in the cache.  Written under the
+     * lock: set to 0 while the participation is asked to reclaim, so that
+     * whatever it frees goes back to the tracker at once. */
+    _Atomic size_t cache_limit;
+    /* Set under the lock when the account closes or the tracker shuts down;
+     * the fast path checks it so that claims fail promptly. */
+    _Atomic unsigned char closed;
+
+    unsigned char freed;   /* memq_participation_free() was called */
+    unsigned char pending; /* a PENDING answer is outstanding */
+    uint32_t magic;
+
+    /* --- Under the tracker lock. --- */
+    size_t charged; /* claimed + cache, as counted in the tracker */
+    memq_account *account;
+    const memq_participant_ops *ops;
+    void *self;
+    memq_participation *prev, *next; /* in the account's list */
+    unsigned refs;                   /* owner + reclaimer snapshots */
+};
+
+/* ======================================================================
+ * Accounts
+ * ====================================================================== */
+
+typedef struct memq_account_list {
+    memq_account **items;
+    uint32_t n, cap;
+} memq_account_list;
+
+struct memq_account {
+    uint32_t magic;
+    uint32_t refs;         /* user references */
+    uint64_t id;
+    memq_tracker *tracker;
+    char *name;
+    memq_account_list parents, children;
+    memq_participation *participants; /* doubly linked, NULL-terminated */
+    uint32_t nparticipants;
+    uint32_t pins;            /* participation structs that point here */
+    size_t charged;           /* sum of the participants' charged */
+    memq_time oldest_hint;    /* a lower bound of its data's times */
+    uint64_t visit;           /* traversal mark (t->visit) */
+    uint64_t refused_episode; /* gave nothing back in this episode */
+    bool closed;
+    UT_hash_handle hh; /* t->accounts, by id, while open */
+};
+
+/* ======================================================================
+ * The reclamation engine's state (reclaim.c)
+ * ====================================================================== */
+
+typedef struct memq_candidate {
+    memq_time oldest; /* a lower bound, refreshed before use */
+    uint64_t id;
+} memq_candidate;
+
+typedef struct memq_snapshot {
+    memq_participation **items; /* each holds a reference */
+    size_t n, cap, next;
+} memq_snapshot;
+
+typedef struct memq_pending {
+    memq_participation *p; /* holds a reference */
+    memq_time deadline;    /* configured clock */
+} memq_pending;
+
+typedef struct memq_episode {
+    bool active;
+    bool heap_built;
+    bool waiting;    /* the last call returned waiting for PENDING answers */
+    uint64_t number; /* episodes are numbered from 1 */
+    uint64_t start_ns; /* real clock */
+    memq_candidate *heap;
+    size_t heap_n, heap_cap;
+    memq_snapshot scratch; /* one account's participants, while re-checked */
+    /* The round in progress: the victim's and descendants' participations. */
+    bool round_active;
+    bool round_progress; /* something was freed, collapsed or deferred */
+    memq_candidate victim;
+    memq_reclaim_request request;
+    size_t round_claimed_before;
+    memq_snapshot targets;
+    memq_pending *pending;
+    size_t pending_n, pending_cap;
+} memq_episode;
+
+/* ======================================================================
+ * Trackers
+ * ====================================================================== */
+
+struct memq_tracker {
+    uint32_t magic;
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* callback finished; thread wakeups */
+    memq_config cfg;
+    bool unlimited;
+    bool shutdown;
+    unsigned refs;
+
+    /* Counted bytes: written under the lock, read without it. */
+    _Atomic size_t used;
+    size_t peak;
+
+    memq_account *accounts; /* uthash by id: the open accounts */
+    uint64_t next_id;
+    uint64_t visit;
+    size_t nparticipants;
+
+    /* Wakeup and notification. */
+    /* used crossed max and reclamation is wanted.  Its rise calls
+     * cfg.wakeup; it falls when an episode ends or a reclaim call finds
+     * used <= max, which re-arms the wakeup. */
+    bool wanted;
+    int notify_fd;      /* timerfd: readable when reclaim has work */
+    int64_t notify_at;  /* 0: disarmed, 1: now, else ns from arming */
+
+    /* The single active reclaimer and the callback it runs. */
+    bool reclaiming;
+    pthread_t reclaimer;
+    memq_participation *in_callback;
+    unsigned callback_waiters;
+
+    memq_episode ep;
+
+    /* Thread mode. */
+    bool thread_started;
+    pthread_t thread;
+
+    memq_stats stats; /* counters; used/peak/max/... filled on read */
+    bool misuse_logged;
+};
+
+/* ---- tracker.c ---- */
+void memq__lock(memq_tracker *t);
+/* Unlock; if t->refs dropped to 0 meanwhile, destroy the tracker instead. */
+void memq__unlock(memq_tracker *t);
+memq_time memq__clock(const memq_tracker *t);
+uint64_t memq__real_ns(void);
+/* Make the notification descriptor readable now (delay 1), after delay ns,
+ * or never (0).  Under the lock. */
+void memq__notify(memq_tracker *t, int64_t delay_ns);
+/* Add to/subtract from the counted total, under the lock. */
+void memq__used_add(memq_tracker *t, size_t n);
+void memq__used_sub(memq_tracker *t, size_t n);
+/* Under the lock: used > max and nothing announced yet?  Marks the need
+ * for reclamation (fd, thread) and returns true if cfg.wakeup must be
+ * called once the lock is dropped. */
+bool memq__check_crossing(memq_tracker *t);
+void memq__log(const memq_tracker *t, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Count one misuse; under the lock.  Returns true the first time, when
+ * the caller should log it. */
+bool memq__misuse_locked(memq_tracker *t);
+
+/* ---- config.c ---- */
+/* Resolve MEMQ_AUTO marks into *out; returns what memq_config_check would. */
+int memq__config_resolve(const memq_config *cfg, memq_config *out, char *buf, size_t len);
+/* memq_auto_max from a root directory holding proc/ and sys/ (tests). */
+size_t memq__auto_max_at(const char *root);
+size_t memq__auto_max_from(uint64_t limit_bytes);
+
+/* ---- account.c ---- */
+/* Close a if open, forgetting its participants' usage, then free it if
+ * nothing holds it.  Under the lock. */
+void memq__account_close(memq_account *a);
+/* Free a if closed and nothing refers to it; under the lock. */
+void memq__account_maybe_free(memq_account *a);
+bool memq__account_valid(const memq_account *a);
+/* Call fn on a and each descendant once, under the lock.  Returns false
+ * on allocation failure. */
+bool memq__account_walk(memq_account *a, void (*fn)(memq_account *, void *), void *arg);
+
+/* ---- participation.c ---- */
+void memq__participation_unref(memq_participation *p);
+bool memq__participation_valid(const memq_participation *p);
+/* Forget p's charge (account closing or shutdown).  Under the lock. */
+void memq__participation_close(memq_participation *p);
+
+/* ---- reclaim.c ---- */
+/* An account started holding memory during an episode. */
+void memq__episode_offer(memq_tracker *t, memq_account *a);
+/* Abandon p's pending answer (freed or closed).  Under the lock. */
+void memq__episode_forget(memq_tracker *t, memq_participation *p);
+/* Free the episode's memory (tracker shutdown).  Under the lock. */
+void memq__episode_clear(memq_tracker *t);
+/* Thread mode: the reclaim thread's body. */
+void *memq__reclaim_thread(void *arg);
+/* Earliest pending deadline or MEMQ_TIME_MAX.  Under the lock. */
+memq_time memq__episode_next_deadline(const memq_tracker *t);
+
+#endif /* MEMQ_INTERNAL_H */

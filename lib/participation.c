@@ -1,0 +1,312 @@
+/*
+ * participation.c - participations: registration, the claim/release fast
+ * path with its local cache, and unregistration.
+ *
+ * The cache is the approximation this library accepts, as Linux's memcg
+ * charge stock and Arti's tor-memquota do: each participation holds up to
+ * cache_max bytes charged to the tracker but not yet claimed, so most claims
+ * and releases touch only the participation.  The tracker's total therefore
+ * over-counts by at most cache_max per participation (never under-counts).
+ * A participation starts with an empty cache, so idle ones cost nothing.
+ *
+ * Invariant, under the tracker lock, for an open participation:
+ *     charged == claimed + cache
+ * and the tracker's used is the sum of every open participation's charged.
+ * Closing forgets charged; claimed keeps the owner's own count.
+ *
+ * An unlimited tracker uses the same path with an infinite cache:
+ * cache == SIZE_MAX - claimed, so claims and releases never leave the fast
+ * path and nothing is charged.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+
+bool memq__participation_valid(const memq_participation *p)
+{
+    return p != NULL && p->magic == MEMQ_MAGIC_PARTICIPATION;
+}
+
+static size_t load(const _Atomic size_t *x)
+{
+    return atomic_load_explicit(x, memory_order_relaxed);
+}
+
+static void store(_Atomic size_t *x, size_t v)
+{
+    atomic_store_explicit(x, v, memory_order_relaxed);
+}
+
+/* ======================================================================
+ * Registration
+ * ====================================================================== */
+
+int memq_participant_register(memq_account *a, const memq_participant_ops *ops, void *self,
+                              memq_participation **out)
+{
+    if (!memq__account_valid(a) || ops == NULL || ops->oldest == NULL || ops->reclaim == NULL ||
+        out == NULL)
+        return MEMQ_EINVAL;
+    memq_participation *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return MEMQ_ENOMEM;
+    p->magic = MEMQ_MAGIC_PARTICIPATION;
+    p->ops = ops;
+    p->self = self;
+    p->account = a;
+    p->refs = 1;
+
+    memq_tracker *t = a->tracker;
+    int rc = 0;
+    memq__lock(t);
+    if (t->shutdown)
+        rc = MEMQ_ESHUTDOWN;
+    else if (a->closed)
+        rc = MEMQ_ECLOSED;
+    if (rc == 0) {
+        p->cache = t->unlimited ? SIZE_MAX : 0;
+        store(&p->cache_limit, t->unlimited ? SIZE_MAX : t->cfg.cache_max);
+        p->next = a->participants;
+        if (p->next != NULL)
+            p->next->prev = p;
+        a->participants = p;
+        a->nparticipants++;
+        a->pins++;
+        t->nparticipants++;
+    }
+    memq__unlock(t);
+    if (rc != 0) {
+        p->magic = MEMQ_MAGIC_DEAD;
+        free(p);
+        return rc;
+    }
+    *out = p;
+    return 0;
+}
+
+/* ======================================================================
+ * Claims and releases
+ * ====================================================================== */
+
+/* Kept out of line so that the fast paths stay leaf functions that save
+ * no registers. */
+#define SLOW __attribute__((noinline, cold))
+static SLOW int claim_slow(memq_participation *p, size_t n);
+static SLOW void release_slow(memq_participation *p, size_t n);
+
+int memq_claim(memq_participation *p, size_t n)
+{
+    if (p != NULL) {
+        size_t cache = p->cache;
+        if (n <= cache && !atomic_load_explicit(&p->closed, memory_order_relaxed)) {
+            p->cache = cache - n;
+            store(&p->claimed, load(&p->claimed) + n);
+            return 0;
+        }
+    }
+    return claim_slow(p, n);
+}
+
+void memq_release(memq_participation *p, size_t n)
+{
+    if (p != NULL) {
+        size_t claimed = load(&p->claimed);
+        size_t cache = p->cache;
+        /* No overflow: cache + claimed <= SIZE_MAX and n <= claimed. */
+        if (n <= claimed && cache + n <= load(&p->cache_limit)) {
+            p->cache = cache + n;
+            store(&p->claimed, claimed - n);
+            return;
+        }
+    }
+    release_slow(p, n);
+}
+
+/*
+ * The cache could not serve the claim: charge the tracker for what is
+ * missing plus a refill of three quarters of cache_max, so that the next
+ * claims are served locally.  This is also where a claim notices that the
+ * account is closed or the tracker shut down, and where crossing max is
+ * detected.
+ */
+static SLOW int claim_slow(memq_participation *p, size_t n)
+{
+    if (!memq__participation_valid(p))
+        return MEMQ_EINVAL;
+    memq_account *a = p->account;
+    memq_tracker *t = a->tracker;
+    /* Read before locking: the clock is user code. */
+    memq_time now = memq__clock(t);
+    int rc = 0;
+    bool log = false, wake = false;
+
+    memq__lock(t);
+    size_t claimed = load(&p->claimed);
+    if (p->freed)
+        log = memq__misuse_locked(t), rc = MEMQ_EINVAL;
+    else if (t->shutdown)
+        rc = MEMQ_ESHUTDOWN;
+    else if (atomic_load_explicit(&p->closed, memory_order_relaxed))
+        rc = MEMQ_ECLOSED;
+    else if (n > SIZE_MAX - claimed - p->cache)
+        rc = MEMQ_EOVERFLOW; /* also: an unlimited participation's infinite cache ran out */
+    if (rc == 0 && n > p->cache) {
+        size_t need = n - p->cache;
+        size_t refill = t->cfg.cache_max - t->cfg.cache_max / 4;
+        size_t used = load(&t->used);
+        if (need > SIZE_MAX - used)
+            rc = MEMQ_EOVERFLOW;
+        else {
+            if (refill > SIZE_MAX - used - need)
+                refill = 0;
+            size_t charge = need + refill;
+            bool was_empty = a->charged == 0;
+            memq__used_add(t, charge);
+            a->charged += charge;
+            p->charged += charge;
+            p->cache += charge;
+            store(&p->cache_limit, t->cfg.cache_max);
+            if (was_empty) {
+                /* Nothing of this account was claimed, so whatever it
+                 * holds from now on is newer than now. */
+                a->oldest_hint = now;
+                memq__episode_offer(t, a);
+            }
+            wake = memq__check_crossing(t);
+        }
+    }
+    if (rc == 0) {
+        p->cache -= n;
+        store(&p->claimed, claimed + n);
+    }
+    void (*wakeup)(void *) = t->cfg.wakeup;
+    void *ctx = t->cfg.wakeup_ctx;
+    memq__unlock(t);
+    if (wake)
+        wakeup(ctx);
+    if (log)
+        memq__log(t, MEMQ_LOG_WARN, "misuse: memq_claim on a freed participation");
+    return rc;
+}
+
+/*
+ * Either the release exceeds the claim (clamped, counted as misuse, as
+ * Linux clamps an uncharge underflow), or the cache would exceed its limit:
+ * then all but a quarter of cache_max goes back to the tracker, all of it
+ * while the participation is being reclaimed (limit 0).
+ */
+static SLOW void release_slow(memq_participation *p, size_t n)
+{
+    if (!memq__participation_valid(p))
+        return;
+    memq_account *a = p->account;
+    memq_tracker *t = a->tracker;
+    bool log = false;
+
+    memq__lock(t);
+    if (p->freed) {
+        log = memq__misuse_locked(t);
+    } else {
+        size_t claimed = load(&p->claimed);
+        if (n > claimed) {
+            log = memq__misuse_locked(t);
+            n = claimed;
+        }
+        store(&p->claimed, claimed - n);
+        if (atomic_load_explicit(&p->closed, memory_order_relaxed)) {
+            p->cache = 0; /* its charge was forgotten when it closed */
+        } else {
+            size_t cache = p->cache + n;
+            size_t limit = load(&p->cache_limit);
+            if (cache > limit) {
+                size_t keep = t->cfg.cache_max / 4;
+                if (keep > limit)
+                    keep = limit;
+                size_t give = cache - keep;
+                memq__used_sub(t, give);
+                a->charged -= give;
+                p->charged -= give;
+                cache = keep;
+            }
+            p->cache = cache;
+        }
+    }
+    memq__unlock(t);
+    if (log)
+        memq__log(t, MEMQ_LOG_WARN,
+                  "misuse: memq_release of more than was claimed, or on a freed participation");
+}
+
+/* ======================================================================
+ * Closing and freeing
+ * ====================================================================== */
+
+void memq__participation_close(memq_participation *p)
+{
+    memq_account *a = p->account;
+    memq__used_sub(a->tracker, p->charged);
+    a->charged -= p->charged;
+    p->charged = 0;
+    atomic_store_explicit(&p->closed, 1, memory_order_relaxed);
+    store(&p->cache_limit, 0);
+    if (p->pending)
+        memq__episode_forget(a->tracker, p);
+}
+
+void memq__participation_unref(memq_participation *p)
+{
+    if (--p->refs > 0)
+        return;
+    memq_account *a = p->account;
+    p->magic = MEMQ_MAGIC_DEAD;
+    free(p);
+    a->pins--;
+    memq__account_maybe_free(a);
+}
+
+void memq_participation_free(memq_participation *p)
+{
+    if (!memq__participation_valid(p))
+        return;
+    memq_account *a = p->account;
+    memq_tracker *t = a->tracker;
+    memq__lock(t);
+    if (p->freed) {
+        bool log = memq__misuse_locked(t);
+        memq__unlock(t);
+        if (log)
+            memq__log(t, MEMQ_LOG_WARN, "misuse: memq_participation_free called twice");
+        return;
+    }
+    p->freed = 1;
+    if (!atomic_load_explicit(&p->closed, memory_order_relaxed))
+        memq__participation_close(p);
+    else if (p->pending)
+        memq__episode_forget(t, p);
+    p->cache = 0;
+    if (p->prev != NULL)
+        p->prev->next = p->next;
+    else
+        a->participants = p->next;
+    if (p->next != NULL)
+        p->next->prev = p->prev;
+    a->nparticipants--;
+    t->nparticipants--;
+    /* A callback of p running on another thread must finish first; one
+     * running on this thread is our caller, and the reclaimer's reference
+     * keeps p alive until it returns. */
+    while (t->in_callback == p && !pthread_equal(t->reclaimer, pthread_self())) {
+        t->callback_waiters++;
+        pthread_cond_wait(&t->cond, &t->lock);
+        t->callback_waiters--;
+    }
+    memq__participation_unref(p);
+    memq__unlock(t);
+}
+
+size_t memq_participation_claimed(const memq_participation *p)
+{
+    if (!memq__participation_valid(p) || atomic_load_explicit(&p->closed, memory_order_relaxed))
+        return 0;
+    return load(&p->claimed);
+}

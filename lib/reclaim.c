@@ -1,0 +1,691 @@
+/*
+ * reclaim.c - episodes of reclamation: choosing victims oldest-data-first,
+ * asking them for memory, collecting their answers, within a time budget.
+ *
+ * Victim selection uses a lazy heap.  Every account keeps oldest_hint, a
+ * lower bound of the times of the data its own participants hold: the
+ * account's creation time, the time it last started holding memory, or
+ * what its participants last reported.  It stays a lower bound because a
+ * participant's oldest data only gets newer as it drains, and new data is
+ * stamped now.  An episode heapifies the accounts holding memory by hint,
+ * in O(accounts), calling no user code.  The top is then re-checked by
+ * asking its participants (outside the lock): if its true age is still no
+ * newer than the next hint, it is truly the oldest, since every other
+ * account's truth is no older than its hint; if not, it goes back with the
+ * fresh key.  So ages are never stale, accounts that start holding memory
+ * during an episode join the heap, and each re-check improves the heap for
+ * the next call, which is what lets the work be cut into budgeted calls.
+ *
+ * A round sends the request to every participant of the victim and its
+ * descendants, one callback at a time with the lock dropped.  A victim that
+ * frees nothing, collapses nothing and defers nothing is refused for the
+ * rest of the episode, so that an episode always ends: at low water, or
+ * with nothing reclaimable left, which is logged and counted, never fatal.
+ */
+#include "internal.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Log lines are composed under the lock and emitted after it is dropped. */
+typedef struct reclaim_log {
+    int n;
+    int level[4];
+    char msg[4][256];
+} reclaim_log;
+
+static void note(reclaim_log *log, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void note(reclaim_log *log, int level, const char *fmt, ...)
+{
+    if (log->n == 4)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(log->msg[log->n], sizeof log->msg[0], fmt, ap);
+    va_end(ap);
+    log->level[log->n++] = level;
+}
+
+static size_t used_of(const memq_tracker *t)
+{
+    return atomic_load_explicit(&t->used, memory_order_relaxed);
+}
+
+static memq_account *lookup(memq_tracker *t, uint64_t id)
+{
+    memq_account *a = NULL;
+    HASH_FIND(hh, t->accounts, &id, sizeof id, a);
+    return a;
+}
+
+/* ======================================================================
+ * The candidate heap: a binary min-heap on (oldest, id)
+ * ====================================================================== */
+
+static bool before(const memq_candidate *x, const memq_candidate *y)
+{
+    return x->oldest < y->oldest || (x->oldest == y->oldest && x->id < y->id);
+}
+
+static void sift_down(memq_candidate *h, size_t n, size_t i)
+{
+    for (;;) {
+        size_t l = 2 * i + 1, best = i;
+        if (l < n && before(&h[l], &h[best]))
+            best = l;
+        if (l + 1 < n && before(&h[l + 1], &h[best]))
+            best = l + 1;
+        if (best == i)
+            return;
+        memq_candidate tmp = h[i];
+        h[i] = h[best];
+        h[best] = tmp;
+        i = best;
+    }
+}
+
+static bool heap_push(memq_episode *ep, memq_candidate c)
+{
+    if (ep->heap_n == ep->heap_cap) {
+        size_t cap = ep->heap_cap ? ep->heap_cap * 2 : 64;
+        memq_candidate *h = realloc(ep->heap, cap * sizeof *h);
+        if (h == NULL)
+            return false;
+        ep->heap = h;
+        ep->heap_cap = cap;
+    }
+    size_t i = ep->heap_n++;
+    ep->heap[i] = c;
+    while (i > 0 && before(&ep->heap[i], &ep->heap[(i - 1) / 2])) {
+        memq_candidate tmp = ep->heap[i];
+        ep->heap[i] = ep->heap[(i - 1) / 2];
+        ep->heap[(i - 1) / 2] = tmp;
+        i = (i - 1) / 2;
+    }
+    return true;
+}
+
+static memq_candidate heap_pop(memq_episode *ep)
+{
+    memq_candidate top = ep->heap[0];
+    ep->heap[0] = ep->heap[--ep->heap_n];
+    sift_down(ep->heap, ep->heap_n, 0);
+    return top;
+}
+
+/* Every account holding memory, heapified in O(accounts). */
+static int build_heap(memq_tracker *t)
+{
+    memq_episode *ep = &t->ep;
+    size_t n = HASH_COUNT(t->accounts);
+    if (n > ep->heap_cap) {
+        memq_candidate *h = realloc(ep->heap, n * sizeof *h);
+        if (h == NULL)
+            return MEMQ_ENOMEM;
+        ep->heap = h;
+        ep->heap_cap = n;
+    }
+    ep->heap_n = 0;
+    for (memq_account *a = t->accounts; a != NULL; a = a->hh.next)
+        if (a->charged > 0)
+            ep->heap[ep->heap_n++] = (memq_candidate){a->oldest_hint, a->id};
+    for (size_t i = ep->heap_n / 2; i-- > 0;)
+        sift_down(ep->heap, ep->heap_n, i);
+    ep->heap_built = true;
+    return 0;
+}
+
+void memq__episode_offer(memq_tracker *t, memq_account *a)
+{
+    /* On allocation failure the account misses this episode only. */
+    if (t->ep.active && t->ep.heap_built)
+        heap_push(&t->ep, (memq_candidate){a->oldest_hint, a->id});
+}
+
+/* ======================================================================
+ * Snapshots of participations and callbacks
+ * ====================================================================== */
+
+static bool snapshot_add(memq_snapshot *s, memq_participation *p)
+{
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        memq_participation **items = realloc(s->items, cap * sizeof *items);
+        if (items == NULL)
+            return false;
+        s->items = items;
+        s->cap = cap;
+    }
+    p->refs++;
+    s->items[s->n++] = p;
+    return true;
+}
+
+static void snapshot_clear(memq_snapshot *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        memq__participation_unref(s->items[i]);
+    s->n = s->next = 0;
+}
+
+static bool usable(const memq_participation *p)
+{
+    return !p->freed && !atomic_load_explicit(&p->closed, memory_order_relaxed);
+}
+
+/* Mark p as in a callback and drop the lock; callback_end() takes it back.
+ * memq_participation_free() on another thread waits while the mark is on. */
+static void callback_begin(memq_tracker *t, memq_participation *p)
+{
+    t->in_callback = p;
+    memq__unlock(t);
+}
+
+static void callback_end(memq_tracker *t)
+{
+    memq__lock(t);
+    t->in_callback = NULL;
+    if (t->callback_waiters > 0)
+        pthread_cond_broadcast(&t->cond);
+}
+
+/*
+ * Ask the account's own participants for their oldest data and return the
+ * account's true age in *fresh; false if the account is gone or holds no
+ * claimed memory.  A participant that claims memory but reports no data is
+ * taken as holding the oldest possible data.  Drops the lock around each
+ * callback.
+ */
+static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh, memq_time *now)
+{
+    memq_account *a = lookup(t, id);
+    if (a == NULL || a->charged == 0 || a->refused_episode == t->ep.number)
+        return false;
+    memq_snapshot *s = &t->ep.scratch;
+    for (memq_participation *p = a->participants; p != NULL; p = p->next)
+        if (!snapshot_add(s, p))
+            break;
+    memq_time min = MEMQ_TIME_MAX;
+    bool has_data = false;
+    for (size_t i = 0; i < s->n && !t->shutdown; i++) {
+        memq_participation *p = s->items[i];
+        if (!usable(p))
+            continue;
+        memq_time when = 0;
+        callback_begin(t, p);
+        *now = memq__clock(t);
+        bool has = p->ops->oldest(p->self, &when);
+        callback_end(t);
+        if (!usable(p))
+            continue;
+        memq_time age;
+        if (atomic_load_explicit(&p->claimed, memory_order_relaxed) > 0) {
+            has_data = true;
+            age = has ? when : 0;
+        } else {
+            age = has ? when : *now;
+        }
+        if (age < min)
+            min = age;
+    }
+    snapshot_clear(s);
+    a = lookup(t, id);
+    if (a == NULL || t->shutdown)
+        return false;
+    a->oldest_hint = min == MEMQ_TIME_MAX ? *now : min;
+    *fresh = a->oldest_hint;
+    return has_data;
+}
+
+typedef enum { SELECT_FOUND, SELECT_NONE, SELECT_BUDGET } select_result;
+
+static bool over_budget(uint64_t deadline)
+{
+    return memq__real_ns() >= deadline;
+}
+
+/*
+ * Pop candidates until one is verified as holding the oldest data (its
+ * fresh age is no newer than every other hint).  Accounts found younger go
+ * back with their fresh key.  Entries for `skip` are dropped.
+ */
+static select_result select_oldest(memq_tracker *t, uint64_t skip, memq_candidate *out,
+                                   uint64_t deadline, memq_time *now)
+{
+    memq_episode *ep = &t->ep;
+    while (ep->heap_n > 0) {
+        if (over_budget(deadline))
+            return SELECT_BUDGET;
+        memq_candidate c = heap_pop(ep);
+        if (c.id == skip)
+            continue;
+        memq_time fresh;
+        if (!refresh(t, c.id, &fresh, now)) {
+            if (t->shutdown)
+                return SELECT_NONE;
+            continue;
+        }
+        c.oldest = fresh;
+        /* Drop the top's stale duplicates of c before comparing. */
+        while (ep->heap_n > 0 && ep->heap[0].id == c.id)
+            heap_pop(ep);
+        if (ep->heap_n > 0 && before(&ep->heap[0], &c)) {
+            heap_push(ep, c);
+            continue;
+        }
+        *out = c;
+        return SELECT_FOUND;
+    }
+    return SELECT_NONE;
+}
+
+/* ======================================================================
+ * Rounds
+ * ====================================================================== */
+
+static void collect_targets(memq_account *a, void *arg)
+{
+    memq_tracker *t = arg;
+    for (memq_participation *p = a->participants; p != NULL; p = p->next) {
+        if (p->pending)
+            continue; /* already working on an earlier request */
+        if (!snapshot_add(&t->ep.targets, p))
+            return;
+        /* What it frees now goes back to the tracker, not to its cache. */
+        atomic_store_explicit(&p->cache_limit, 0, memory_order_relaxed);
+    }
+}
+
+static size_t targets_claimed(const memq_snapshot *s)
+{
+    size_t sum = 0;
+    for (size_t i = 0; i < s->n; i++)
+        if (usable(s->items[i]))
+            sum += atomic_load_explicit(&s->items[i]->claimed, memory_order_relaxed);
+    return sum;
+}
+
+static void start_round(memq_tracker *t, memq_candidate victim, memq_time older_than)
+{
+    memq_episode *ep = &t->ep;
+    memq_account *a = lookup(t, victim.id);
+    if (a == NULL)
+        return;
+    size_t used = used_of(t);
+    ep->request.want = used > t->cfg.low_water ? used - t->cfg.low_water : 0;
+    ep->request.older_than = older_than;
+    ep->victim = victim;
+    ep->round_progress = false;
+    snapshot_clear(&ep->targets);
+    memq__account_walk(a, collect_targets, t);
+    ep->round_claimed_before = targets_claimed(&ep->targets);
+    ep->round_active = true;
+    t->stats.accounts_reclaimed++;
+}
+
+/* Close p's account as collapsed (a COLLAPSING answer or a timeout). */
+static void collapse(memq_tracker *t, memq_participation *p)
+{
+    memq_account *a = p->account;
+    if (a->closed)
+        return;
+    t->stats.accounts_collapsed++;
+    t->ep.round_progress = true;
+    memq__account_close(a);
+}
+
+static void answer(memq_tracker *t, memq_participation *p, int st)
+{
+    switch (st) {
+    case MEMQ_RECLAIMED_COLLAPSING:
+        collapse(t, p);
+        break;
+    case MEMQ_RECLAIMED_PARTIAL:
+        t->stats.partial_reclaims++;
+        break;
+    default:
+        t->stats.misuse_events++;
+        t->stats.partial_reclaims++;
+        break;
+    }
+}
+
+static void add_pending(memq_tracker *t, memq_participation *p, memq_time now)
+{
+    memq_episode *ep = &t->ep;
+    if (ep->pending_n == ep->pending_cap) {
+        size_t cap = ep->pending_cap ? ep->pending_cap * 2 : 8;
+        memq_pending *items = realloc(ep->pending, cap * sizeof *items);
+        if (items == NULL) {
+            collapse(t, p); /* cannot wait for it: treat as timed out */
+            return;
+        }
+        ep->pending = items;
+        ep->pending_cap = cap;
+    }
+    p->refs++;
+    p->pending = 1;
+    ep->pending[ep->pending_n++] =
+        (memq_pending){p, now + (memq_time)t->cfg.reclaim_timeout_ms * 1000000u};
+    ep->round_progress = true;
+}
+
+static void remove_pending(memq_tracker *t, size_t i)
+{
+    memq_episode *ep = &t->ep;
+    memq_participation *p = ep->pending[i].p;
+    ep->pending[i] = ep->pending[--ep->pending_n];
+    p->pending = 0;
+    memq__participation_unref(p);
+}
+
+void memq__episode_forget(memq_tracker *t, memq_participation *p)
+{
+    for (size_t i = 0; i < t->ep.pending_n; i++)
+        if (t->ep.pending[i].p == p) {
+            remove_pending(t, i);
+            return;
+        }
+}
+
+/* Send the request to the next target; returns with the lock held. */
+static void round_step(memq_tracker *t, memq_time *now)
+{
+    memq_episode *ep = &t->ep;
+    memq_participation *p = ep->targets.items[ep->targets.next++];
+    if (!usable(p) || p->pending)
+        return;
+    memq_reclaim_request req = ep->request;
+    callback_begin(t, p);
+    int st = (int)p->ops->reclaim(p->self, &req);
+    *now = memq__clock(t);
+    callback_end(t);
+    if (t->shutdown)
+        return;
+    if (p->freed) {
+        /* It freed itself from its callback; a collapse still closes its
+         * account. */
+        if (st == MEMQ_RECLAIMED_COLLAPSING)
+            collapse(t, p);
+        return;
+    }
+    if (atomic_load_explicit(&p->closed, memory_order_relaxed))
+        return; /* its account closed meanwhile (e.g. unreffed) */
+    if (st == MEMQ_RECLAIM_PENDING)
+        add_pending(t, p, *now);
+    else
+        answer(t, p, st);
+}
+
+static void round_finish(memq_tracker *t)
+{
+    memq_episode *ep = &t->ep;
+    size_t after = targets_claimed(&ep->targets);
+    if (after < ep->round_claimed_before) {
+        t->stats.bytes_reclaimed += ep->round_claimed_before - after;
+        ep->round_progress = true;
+    }
+    memq_account *a = lookup(t, ep->victim.id);
+    if (a != NULL) {
+        if (ep->round_progress)
+            heap_push(ep, ep->victim); /* may hold more old data */
+        else
+            a->refused_episode = ep->number;
+    }
+    snapshot_clear(&ep->targets);
+    ep->round_active = false;
+}
+
+/* ======================================================================
+ * Episodes
+ * ====================================================================== */
+
+void memq__episode_clear(memq_tracker *t)
+{
+    memq_episode *ep = &t->ep;
+    snapshot_clear(&ep->targets);
+    snapshot_clear(&ep->scratch);
+    while (ep->pending_n > 0)
+        remove_pending(t, ep->pending_n - 1);
+    ep->heap_n = 0;
+    ep->heap_built = false;
+    ep->round_active = false;
+    ep->active = false;
+}
+
+static void episode_start(memq_tracker *t)
+{
+    memq_episode *ep = &t->ep;
+    ep->active = true;
+    ep->heap_built = false;
+    ep->number++;
+    ep->start_ns = memq__real_ns();
+    t->stats.episodes++;
+    if (!t->wanted) {
+        t->wanted = true;
+        memq__notify(t, 1);
+    }
+}
+
+static void episode_end(memq_tracker *t, bool reached, reclaim_log *log)
+{
+    memq_episode *ep = &t->ep;
+    uint64_t ns = memq__real_ns() - ep->start_ns;
+    if (ns > t->stats.episode_ns_max)
+        t->stats.episode_ns_max = ns;
+    if (reached) {
+        note(log, MEMQ_LOG_INFO, "reclamation reached low water: used %zu <= %zu in %" PRIu64 " us",
+             used_of(t), t->cfg.low_water, ns / 1000);
+    } else {
+        t->stats.unreclaimable_events++;
+        note(log, MEMQ_LOG_WARN,
+             "reclamation stopped with nothing reclaimable left: used %zu, low water %zu, max "
+             "%zu; retrying at the next crossing",
+             used_of(t), t->cfg.low_water, t->cfg.max);
+    }
+    memq__episode_clear(t);
+    t->wanted = false;
+    memq__notify(t, 0);
+}
+
+memq_time memq__episode_next_deadline(const memq_tracker *t)
+{
+    memq_time d = MEMQ_TIME_MAX;
+    for (size_t i = 0; i < t->ep.pending_n; i++)
+        if (t->ep.pending[i].deadline < d)
+            d = t->ep.pending[i].deadline;
+    return d;
+}
+
+static void expire_pending(memq_tracker *t, memq_time now, reclaim_log *log)
+{
+    memq_episode *ep = &t->ep;
+    for (size_t i = 0; i < ep->pending_n;) {
+        if (ep->pending[i].deadline > now) {
+            i++;
+            continue;
+        }
+        memq_participation *p = ep->pending[i].p;
+        t->stats.callback_timeouts++;
+        note(log, MEMQ_LOG_WARN, "reclaim answer of account %" PRIu64 " timed out after %u ms",
+             p->account->id, t->cfg.reclaim_timeout_ms);
+        /* Hold p: closing its account forgets the pending entry. */
+        p->refs++;
+        remove_pending(t, i);
+        collapse(t, p);
+        memq__participation_unref(p);
+    }
+}
+
+/* What the pending answers will give back if they collapse. */
+static size_t pending_usage(const memq_tracker *t)
+{
+    size_t sum = 0;
+    for (size_t i = 0; i < t->ep.pending_n; i++)
+        sum += t->ep.pending[i].p->charged;
+    return sum;
+}
+
+/* Wait for PENDING answers: readable again at the earliest deadline (or
+ * when an answer arrives, see memq_reclaim_done). */
+static int wait_pending(memq_tracker *t, memq_time now)
+{
+    memq_time d = memq__episode_next_deadline(t);
+    memq__notify(t, d > now ? (int64_t)(d - now) : 1);
+    t->ep.waiting = true;
+    return MEMQ_EAGAIN;
+}
+
+/* The episode state machine, under the lock; may drop it around
+ * callbacks. */
+static int run(memq_tracker *t, uint64_t deadline, reclaim_log *log)
+{
+    memq_episode *ep = &t->ep;
+    memq__unlock(t);
+    memq_time now = memq__clock(t);
+    memq__lock(t);
+    for (;;) {
+        if (t->shutdown) {
+            memq__episode_clear(t);
+            return MEMQ_ESHUTDOWN;
+        }
+        expire_pending(t, now, log);
+        if (!ep->active) {
+            if (used_of(t) <= t->cfg.max) {
+                t->wanted = false;
+                memq__notify(t, 0);
+                return 0;
+            }
+            episode_start(t);
+        }
+        if (ep->round_active) {
+            if (over_budget(deadline))
+                return MEMQ_EAGAIN;
+            if (ep->targets.next < ep->targets.n)
+                round_step(t, &now);
+            else
+                round_finish(t);
+            continue;
+        }
+        size_t used = used_of(t);
+        if (used <= t->cfg.low_water) {
+            episode_end(t, true, log);
+            return 0;
+        }
+        if (ep->pending_n > 0 && used - pending_usage(t) <= t->cfg.low_water)
+            return wait_pending(t, now);
+        if (!ep->heap_built && build_heap(t) != 0)
+            return MEMQ_ENOMEM;
+        memq_candidate victim, next;
+        select_result r = select_oldest(t, 0, &victim, deadline, &now);
+        if (r == SELECT_FOUND) {
+            r = select_oldest(t, victim.id, &next, deadline, &now);
+            if (r == SELECT_BUDGET) {
+                heap_push(ep, victim);
+                return MEMQ_EAGAIN;
+            }
+            if (r == SELECT_FOUND)
+                heap_push(ep, next);
+            if (!t->shutdown)
+                start_round(t, victim, r == SELECT_FOUND ? next.oldest : MEMQ_TIME_MAX);
+            continue;
+        }
+        if (r == SELECT_BUDGET)
+            return MEMQ_EAGAIN;
+        if (t->shutdown)
+            continue;
+        if (ep->pending_n > 0)
+            return wait_pending(t, now);
+        episode_end(t, false, log);
+        return 0;
+    }
+}
+
+int memq_tracker_reclaim(memq_tracker *t)
+{
+    if (t == NULL || t->magic != MEMQ_MAGIC_TRACKER)
+        return MEMQ_EINVAL;
+    uint64_t start = memq__real_ns();
+    memq__lock(t);
+    if (t->shutdown) {
+        memq__unlock(t);
+        return MEMQ_ESHUTDOWN;
+    }
+    if (t->reclaiming) {
+        memq__unlock(t);
+        return MEMQ_EAGAIN;
+    }
+    t->reclaiming = true;
+    t->reclaimer = pthread_self();
+    t->refs++; /* our own: a callback may free the tracker */
+    t->ep.waiting = false;
+    reclaim_log log = {0};
+    int rc = run(t, start + (uint64_t)t->cfg.reclaim_budget_us * 1000u, &log);
+    t->reclaiming = false;
+    t->stats.reclaim_ns_total += memq__real_ns() - start;
+    void (*fn)(void *, int, const char *) = t->cfg.log;
+    void *ctx = t->cfg.log_ctx;
+    t->refs--;
+    memq__unlock(t);
+    for (int i = 0; i < log.n && fn != NULL; i++)
+        fn(ctx, log.level[i], log.msg[i]);
+    return rc;
+}
+
+void memq_reclaim_done(memq_participation *p, memq_reclaim_status st)
+{
+    if (!memq__participation_valid(p))
+        return;
+    memq_tracker *t = p->account->tracker;
+    memq__lock(t);
+    if (!p->freed && p->pending) {
+        memq__episode_forget(t, p);
+        answer(t, p, st == MEMQ_RECLAIM_PENDING ? -1 : (int)st);
+        memq__notify(t, 1);
+        pthread_cond_broadcast(&t->cond);
+    }
+    memq__unlock(t);
+}
+
+/* ======================================================================
+ * Thread mode
+ * ====================================================================== */
+
+void *memq__reclaim_thread(void *arg)
+{
+    memq_tracker *t = arg;
+    memq__lock(t);
+    while (!t->shutdown) {
+        if (!t->wanted && !t->ep.active) {
+            pthread_cond_wait(&t->cond, &t->lock);
+            continue;
+        }
+        memq__unlock(t);
+        int rc = memq_tracker_reclaim(t);
+        memq__lock(t);
+        if (rc == MEMQ_EAGAIN && (t->ep.waiting || t->reclaiming)) {
+            /* Waiting for answers (memq_reclaim_done signals), for their
+             * deadlines, which are in the configured clock's time, or for
+             * another thread's reclaim call: poll. */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 10 * 1000 * 1000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+        } else if (rc == MEMQ_ENOMEM) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_sec++;
+            pthread_cond_timedwait(&t->cond, &t->lock, &ts);
+        }
+    }
+    t->refs--;
+    memq__unlock(t);
+    return NULL;
+}

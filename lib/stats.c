@@ -1,0 +1,308 @@
+/*
+ * stats.c - statistics and dumps of the account tree.
+ *
+ * A dump copies what it shows under the lock and writes after dropping
+ * it, so a slow FILE never stalls claims.
+ */
+#include "internal.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void stats_locked(const memq_tracker *t, memq_stats *st)
+{
+    *st = t->stats;
+    st->used = atomic_load_explicit(&t->used, memory_order_relaxed);
+    st->peak = t->peak;
+    st->max = t->cfg.max;
+    st->low_water = t->cfg.low_water;
+    st->accounts = HASH_COUNT(t->accounts);
+    st->participants = t->nparticipants;
+    if (t->unlimited) {
+        st->used = 0;
+        for (memq_account *a = t->accounts; a != NULL; a = a->hh.next)
+            for (memq_participation *p = a->participants; p != NULL; p = p->next)
+                st->used += atomic_load_explicit(&p->claimed, memory_order_relaxed);
+        st->peak = st->used;
+    }
+}
+
+void memq_tracker_stats(const memq_tracker *t, memq_stats *st)
+{
+    if (st == NULL)
+        return;
+    memset(st, 0, sizeof *st);
+    if (t == NULL || t->magic != MEMQ_MAGIC_TRACKER)
+        return;
+    memq_tracker *mt = (memq_tracker *)t;
+    memq__lock(mt);
+    stats_locked(t, st);
+    memq__unlock(mt);
+}
+
+/* ======================================================================
+ * Dumps
+ * ====================================================================== */
+
+typedef struct dump_account {
+    uint64_t id;
+    char *name;
+    size_t used;
+    uint32_t participants;
+    memq_time oldest;
+    uint64_t *parents, *children;
+    uint32_t nparents, nchildren;
+} dump_account;
+
+typedef struct dump {
+    memq_stats stats;
+    memq_time now;
+    dump_account *accounts; /* sorted by id */
+    size_t n;
+} dump;
+
+static void dump_free(dump *d)
+{
+    for (size_t i = 0; i < d->n; i++) {
+        free(d->accounts[i].name);
+        free(d->accounts[i].parents);
+        free(d->accounts[i].children);
+    }
+    free(d->accounts);
+}
+
+static uint64_t *ids_of(const memq_account_list *l)
+{
+    uint64_t *ids = malloc((l->n ? l->n : 1) * sizeof *ids);
+    if (ids != NULL)
+        for (uint32_t i = 0; i < l->n; i++)
+            ids[i] = l->items[i]->id;
+    return ids;
+}
+
+static int by_id(const void *x, const void *y)
+{
+    const dump_account *a = x, *b = y;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+static int snapshot(memq_tracker *t, dump *d)
+{
+    memset(d, 0, sizeof *d);
+    d->now = memq__clock(t);
+    int rc = 0;
+    memq__lock(t);
+    stats_locked(t, &d->stats);
+    size_t n = HASH_COUNT(t->accounts);
+    d->accounts = calloc(n ? n : 1, sizeof *d->accounts);
+    if (d->accounts == NULL)
+        rc = MEMQ_ENOMEM;
+    for (memq_account *a = t->accounts; a != NULL && rc == 0; a = a->hh.next) {
+        dump_account *x = &d->accounts[d->n++];
+        x->id = a->id;
+        x->oldest = a->oldest_hint;
+        x->participants = a->nparticipants;
+        for (memq_participation *p = a->participants; p != NULL; p = p->next)
+            x->used += atomic_load_explicit(&p->claimed, memory_order_relaxed);
+        x->nparents = a->parents.n;
+        x->nchildren = a->children.n;
+        x->parents = ids_of(&a->parents);
+        x->children = ids_of(&a->children);
+        if (a->name != NULL)
+            x->name = strdup(a->name);
+        if (x->parents == NULL || x->children == NULL || (a->name != NULL && x->name == NULL))
+            rc = MEMQ_ENOMEM;
+    }
+    memq__unlock(t);
+    if (rc != 0) {
+        dump_free(d);
+        return rc;
+    }
+    qsort(d->accounts, d->n, sizeof *d->accounts, by_id);
+    return 0;
+}
+
+static const dump_account *find(const dump *d, uint64_t id)
+{
+    dump_account key = {.id = id};
+    return bsearch(&key, d->accounts, d->n, sizeof key, by_id);
+}
+
+static double age_s(const dump *d, const dump_account *a)
+{
+    return d->now > a->oldest ? (double)(d->now - a->oldest) / 1e9 : 0.0;
+}
+
+/* A string as a JSON string or a Prometheus label value: both escape the
+ * backslash, the double quote and the newline the same way; JSON also
+ * needs the other control characters. */
+static void put_quoted(FILE *f, const char *s, bool json)
+{
+    fputc('"', f);
+    for (; *s != '\0'; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c == '\n')
+            fputs("\\n", f);
+        else if (json && c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+/* ---- text ---- */
+
+static void text_account(FILE *f, const dump *d, const dump_account *a, int depth)
+{
+    fprintf(f, "%*saccount %" PRIu64, 2 * depth, "", a->id);
+    if (a->name != NULL) {
+        fputc(' ', f);
+        put_quoted(f, a->name, true);
+    }
+    fprintf(f, ": used %zu, participants %" PRIu32, a->used, a->participants);
+    if (a->used > 0)
+        fprintf(f, ", oldest data %.3f s old", age_s(d, a));
+    fputc('\n', f);
+    for (uint32_t i = 0; i < a->nchildren; i++) {
+        const dump_account *c = find(d, a->children[i]);
+        if (c != NULL)
+            text_account(f, d, c, depth + 1);
+    }
+}
+
+static void dump_text(FILE *f, const dump *d)
+{
+    const memq_stats *s = &d->stats;
+    fprintf(f,
+            "tracker: used %zu, peak %zu, max %zu, low_water %zu, accounts %zu, participants %zu\n"
+            "reclamation: episodes %" PRIu64 ", victims %" PRIu64 ", collapsed %" PRIu64
+            ", partial %" PRIu64 ", bytes %" PRIu64 ", unreclaimable %" PRIu64
+            ", timeouts %" PRIu64 ", misuse %" PRIu64 ", time %.3f ms, longest episode %.3f ms\n",
+            s->used, s->peak, s->max, s->low_water, s->accounts, s->participants, s->episodes,
+            s->accounts_reclaimed, s->accounts_collapsed, s->partial_reclaims, s->bytes_reclaimed,
+            s->unreclaimable_events, s->callback_timeouts, s->misuse_events,
+            (double)s->reclaim_ns_total / 1e6, (double)s->episode_ns_max / 1e6);
+    for (size_t i = 0; i < d->n; i++)
+        if (d->accounts[i].nparents == 0)
+            text_account(f, d, &d->accounts[i], 0);
+}
+
+/* ---- JSON ---- */
+
+static void dump_json(FILE *f, const dump *d)
+{
+    const memq_stats *s = &d->stats;
+    fprintf(f,
+            "{\"tracker\":{\"used\":%zu,\"peak\":%zu,\"max\":%zu,\"low_water\":%zu,"
+            "\"accounts\":%zu,\"participants\":%zu,\"episodes\":%" PRIu64
+            ",\"accounts_reclaimed\":%" PRIu64 ",\"accounts_collapsed\":%" PRIu64
+            ",\"partial_reclaims\":%" PRIu64 ",\"bytes_reclaimed\":%" PRIu64
+            ",\"reclaim_ns_total\":%" PRIu64 ",\"episode_ns_max\":%" PRIu64
+            ",\"unreclaimable_events\":%" PRIu64 ",\"callback_timeouts\":%" PRIu64
+            ",\"misuse_events\":%" PRIu64 "},\"accounts\":[",
+            s->used, s->peak, s->max, s->low_water, s->accounts, s->participants, s->episodes,
+            s->accounts_reclaimed, s->accounts_collapsed, s->partial_reclaims, s->bytes_reclaimed,
+            s->reclaim_ns_total, s->episode_ns_max, s->unreclaimable_events,
+            s->callback_timeouts, s->misuse_events);
+    for (size_t i = 0; i < d->n; i++) {
+        const dump_account *a = &d->accounts[i];
+        fprintf(f, "%s{\"id\":%" PRIu64 ",\"name\":", i ? "," : "", a->id);
+        if (a->name != NULL)
+            put_quoted(f, a->name, true);
+        else
+            fputs("null", f);
+        fputs(",\"parents\":[", f);
+        for (uint32_t j = 0; j < a->nparents; j++)
+            fprintf(f, "%s%" PRIu64, j ? "," : "", a->parents[j]);
+        fprintf(f, "],\"used\":%zu,\"participants\":%" PRIu32 ",\"oldest_age_s\":%.3f}",
+                a->used, a->participants, a->used > 0 ? age_s(d, a) : 0.0);
+    }
+    fputs("]}\n", f);
+}
+
+/* ---- Prometheus ---- */
+
+static void metric(FILE *f, const char *name, const char *type, const char *help, uint64_t v)
+{
+    fprintf(f, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
+}
+
+static void account_labels(FILE *f, const dump_account *a)
+{
+    fprintf(f, "{id=\"%" PRIu64 "\"", a->id);
+    if (a->name != NULL) {
+        fputs(",name=", f);
+        put_quoted(f, a->name, false);
+    }
+    fputc('}', f);
+}
+
+static void dump_prometheus(FILE *f, const dump *d)
+{
+    const memq_stats *s = &d->stats;
+    metric(f, "memq_used_bytes", "gauge", "Bytes counted: claims plus participation caches.",
+           s->used);
+    metric(f, "memq_peak_bytes", "gauge", "Highest memq_used_bytes so far.", s->peak);
+    metric(f, "memq_max_bytes", "gauge", "High-water mark.", s->max);
+    metric(f, "memq_low_water_bytes", "gauge", "Low-water mark.", s->low_water);
+    metric(f, "memq_accounts", "gauge", "Open accounts.", s->accounts);
+    metric(f, "memq_participants", "gauge", "Registered participations.", s->participants);
+    metric(f, "memq_episodes_total", "counter", "Reclamation episodes started.", s->episodes);
+    metric(f, "memq_accounts_reclaimed_total", "counter", "Victim accounts asked to reclaim.",
+           s->accounts_reclaimed);
+    metric(f, "memq_accounts_collapsed_total", "counter",
+           "Accounts closed by a collapse or a timeout.", s->accounts_collapsed);
+    metric(f, "memq_partial_reclaims_total", "counter", "PARTIAL reclaim answers.",
+           s->partial_reclaims);
+    metric(f, "memq_reclaimed_bytes_total", "counter", "Claimed bytes victims gave up.",
+           s->bytes_reclaimed);
+    metric(f, "memq_reclaim_nanoseconds_total", "counter", "Time spent reclaiming.",
+           s->reclaim_ns_total);
+    metric(f, "memq_episode_max_nanoseconds", "gauge", "Longest episode.", s->episode_ns_max);
+    metric(f, "memq_unreclaimable_total", "counter",
+           "Episodes stopped with nothing reclaimable left.", s->unreclaimable_events);
+    metric(f, "memq_callback_timeouts_total", "counter", "PENDING answers that timed out.",
+           s->callback_timeouts);
+    metric(f, "memq_misuse_total", "counter", "Over-releases, stale handles, bad answers.",
+           s->misuse_events);
+    fputs("# HELP memq_account_used_bytes Bytes claimed by an account's own participants.\n"
+          "# TYPE memq_account_used_bytes gauge\n", f);
+    for (size_t i = 0; i < d->n; i++) {
+        fputs("memq_account_used_bytes", f);
+        account_labels(f, &d->accounts[i]);
+        fprintf(f, " %zu\n", d->accounts[i].used);
+    }
+    fputs("# HELP memq_account_oldest_age_seconds Age of an account's oldest data, as last "
+          "learned (a lower bound).\n# TYPE memq_account_oldest_age_seconds gauge\n", f);
+    for (size_t i = 0; i < d->n; i++) {
+        if (d->accounts[i].used == 0)
+            continue;
+        fputs("memq_account_oldest_age_seconds", f);
+        account_labels(f, &d->accounts[i]);
+        fprintf(f, " %.3f\n", age_s(d, &d->accounts[i]));
+    }
+}
+
+int memq_tracker_dump(memq_tracker *t, FILE *f, int format)
+{
+    if (t == NULL || f == NULL || t->magic != MEMQ_MAGIC_TRACKER)
+        return MEMQ_EINVAL;
+    if (format != MEMQ_DUMP_TEXT && format != MEMQ_DUMP_JSON && format != MEMQ_DUMP_PROMETHEUS)
+        return MEMQ_EINVAL;
+    dump d;
+    int rc = snapshot(t, &d);
+    if (rc != 0)
+        return rc;
+    if (format == MEMQ_DUMP_TEXT)
+        dump_text(f, &d);
+    else if (format == MEMQ_DUMP_JSON)
+        dump_json(f, &d);
+    else
+        dump_prometheus(f, &d);
+    dump_free(&d);
+    return fflush(f) != 0 || ferror(f) ? MEMQ_ESYSTEM : 0;
+}

@@ -1,0 +1,290 @@
+/*
+ * tracker.c - trackers: creation, shutdown, reconfiguration, the counted
+ * total, and how the need for reclamation is announced.
+ */
+#include "internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+void memq__lock(memq_tracker *t)
+{
+    pthread_mutex_lock(&t->lock);
+}
+
+static void tracker_destroy(memq_tracker *t);
+
+/* The one place a tracker's memory goes: when the last reference was
+ * dropped while the lock was held. */
+void memq__unlock(memq_tracker *t)
+{
+    if (t->refs == 0)
+        tracker_destroy(t);
+    else
+        pthread_mutex_unlock(&t->lock);
+}
+
+memq_time memq__clock(const memq_tracker *t)
+{
+    /* cfg.clock is fixed at creation (reconfigure refuses to change it), so
+     * it can be read without the lock. */
+    return t->cfg.clock != NULL ? t->cfg.clock(t->cfg.clock_ctx) : memq_now();
+}
+
+void memq__log(const memq_tracker *t, int level, const char *fmt, ...)
+{
+    memq_tracker *mt = (memq_tracker *)t;
+    memq__lock(mt);
+    void (*fn)(void *, int, const char *) = t->cfg.log;
+    void *ctx = t->cfg.log_ctx;
+    memq__unlock(mt);
+    if (fn == NULL)
+        return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fn(ctx, level, msg);
+}
+
+bool memq__misuse_locked(memq_tracker *t)
+{
+    t->stats.misuse_events++;
+    if (t->misuse_logged)
+        return false;
+    t->misuse_logged = true;
+    return true;
+}
+
+void memq__used_add(memq_tracker *t, size_t n)
+{
+    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed) + n;
+    atomic_store_explicit(&t->used, used, memory_order_relaxed);
+    if (used > t->peak)
+        t->peak = used;
+}
+
+void memq__used_sub(memq_tracker *t, size_t n)
+{
+    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
+    atomic_store_explicit(&t->used, used - n, memory_order_relaxed);
+}
+
+/* ======================================================================
+ * Announcing the need for reclamation
+ * ====================================================================== */
+
+/*
+ * One timerfd serves every state of the notification descriptor: armed to
+ * fire in 1 ns it is readable "now"; armed at a PENDING answer's deadline
+ * it becomes readable then, so a daemon's loop sleeps instead of spinning
+ * while participants work; disarmed it is not readable.  Re-arming resets
+ * its expiration count, so nobody ever needs to read it.
+ */
+void memq__notify(memq_tracker *t, int64_t delay_ns)
+{
+    if (delay_ns == t->notify_at && delay_ns <= 1)
+        return;
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    its.it_value.tv_sec = (time_t)(delay_ns / 1000000000);
+    its.it_value.tv_nsec = (long)(delay_ns % 1000000000);
+    if (timerfd_settime(t->notify_fd, 0, &its, NULL) == 0)
+        t->notify_at = delay_ns;
+}
+
+bool memq__check_crossing(memq_tracker *t)
+{
+    if (t->unlimited || t->shutdown || t->wanted)
+        return false;
+    if (atomic_load_explicit(&t->used, memory_order_relaxed) <= t->cfg.max)
+        return false;
+    t->wanted = true;
+    memq__notify(t, 1);
+    pthread_cond_broadcast(&t->cond);
+    return t->cfg.wakeup != NULL;
+}
+
+/* ======================================================================
+ * Creation and shutdown
+ * ====================================================================== */
+
+int memq_tracker_new(memq_tracker **out, const memq_config *cfg)
+{
+    if (out == NULL || cfg == NULL)
+        return MEMQ_EINVAL;
+    memq_config resolved;
+    char why[256];
+    if (memq__config_resolve(cfg, &resolved, why, sizeof why) != 0) {
+        if (cfg->log != NULL)
+            cfg->log(cfg->log_ctx, MEMQ_LOG_ERROR, why);
+        return MEMQ_EINVAL;
+    }
+
+    memq_tracker *t = calloc(1, sizeof *t);
+    if (t == NULL)
+        return MEMQ_ENOMEM;
+    t->cfg = resolved;
+    t->unlimited = resolved.max == MEMQ_UNLIMITED;
+    t->refs = 1;
+    t->next_id = 1;
+    t->notify_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (t->notify_fd < 0) {
+        free(t);
+        return MEMQ_ESYSTEM;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&t->lock, NULL);
+    t->magic = MEMQ_MAGIC_TRACKER;
+
+    if (resolved.reclaim_mode == MEMQ_RECLAIM_THREAD && !t->unlimited) {
+        t->refs++; /* the thread's */
+        int rc = pthread_create(&t->thread, NULL, memq__reclaim_thread, t);
+        if (rc != 0) {
+            t->magic = MEMQ_MAGIC_DEAD;
+            close(t->notify_fd);
+            pthread_cond_destroy(&t->cond);
+            pthread_mutex_destroy(&t->lock);
+            free(t);
+            errno = rc;
+            return MEMQ_ESYSTEM;
+        }
+        t->thread_started = true;
+    }
+    *out = t;
+    return 0;
+}
+
+static void tracker_destroy(memq_tracker *t)
+{
+    t->magic = MEMQ_MAGIC_DEAD;
+    close(t->notify_fd);
+    free(t->ep.heap);
+    free(t->ep.targets.items);
+    free(t->ep.scratch.items);
+    free(t->ep.pending);
+    pthread_mutex_unlock(&t->lock);
+    pthread_cond_destroy(&t->cond);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
+}
+
+void memq_tracker_free(memq_tracker *t)
+{
+    if (t == NULL || t->magic != MEMQ_MAGIC_TRACKER)
+        return;
+    memq__lock(t);
+    if (t->shutdown) {
+        bool log = memq__misuse_locked(t);
+        memq__unlock(t);
+        if (log)
+            memq__log(t, MEMQ_LOG_WARN, "misuse: memq_tracker_free called twice");
+        return;
+    }
+    t->shutdown = true;
+    t->wanted = false;
+    memq__notify(t, 0);
+    /* Closing removes each account from the hash, and may free it. */
+    memq_account *a, *tmp;
+    HASH_ITER(hh, t->accounts, a, tmp) {
+        memq__account_close(a);
+    }
+    if (!t->reclaiming)
+        memq__episode_clear(t);
+    pthread_cond_broadcast(&t->cond);
+    if (t->thread_started) {
+        t->thread_started = false;
+        if (pthread_equal(t->thread, pthread_self())) {
+            /* Called from a callback on the reclaim thread: it exits by
+             * itself when the callback returns. */
+            pthread_detach(t->thread);
+        } else {
+            memq__unlock(t);
+            pthread_join(t->thread, NULL);
+            memq__lock(t);
+        }
+    }
+    t->refs--;
+    memq__unlock(t);
+}
+
+int memq_tracker_reconfigure(memq_tracker *t, const memq_config *cfg)
+{
+    if (t == NULL || cfg == NULL || t->magic != MEMQ_MAGIC_TRACKER)
+        return MEMQ_EINVAL;
+    memq_config resolved;
+    char why[256];
+    int rc = memq__config_resolve(cfg, &resolved, why, sizeof why);
+    if (rc == 0 && resolved.reclaim_mode != t->cfg.reclaim_mode) {
+        snprintf(why, sizeof why, "reclaim_mode: cannot change after creation");
+        rc = MEMQ_EINVAL;
+    }
+    if (rc == 0 && (resolved.max == MEMQ_UNLIMITED) != t->unlimited) {
+        snprintf(why, sizeof why, "max: cannot switch to or from MEMQ_UNLIMITED after creation");
+        rc = MEMQ_EINVAL;
+    }
+    if (rc == 0 && (resolved.clock != t->cfg.clock || resolved.clock_ctx != t->cfg.clock_ctx)) {
+        snprintf(why, sizeof why, "clock: cannot change after creation");
+        rc = MEMQ_EINVAL;
+    }
+    if (rc != 0) {
+        if (cfg->log != NULL)
+            cfg->log(cfg->log_ctx, MEMQ_LOG_ERROR, why);
+        return rc;
+    }
+    memq__lock(t);
+    if (t->shutdown) {
+        memq__unlock(t);
+        return MEMQ_ESHUTDOWN;
+    }
+    t->cfg = resolved;
+    bool wake = memq__check_crossing(t);
+    void (*wakeup)(void *) = t->cfg.wakeup;
+    void *ctx = t->cfg.wakeup_ctx;
+    memq__unlock(t);
+    if (wake)
+        wakeup(ctx);
+    return 0;
+}
+
+/* ======================================================================
+ * Queries
+ * ====================================================================== */
+
+size_t memq_tracker_used(const memq_tracker *t)
+{
+    if (t == NULL)
+        return 0;
+    if (!t->unlimited)
+        return atomic_load_explicit(&t->used, memory_order_relaxed);
+    /* Nothing is charged when tracking is off; report the claims. */
+    memq_tracker *mt = (memq_tracker *)t;
+    size_t sum = 0;
+    memq__lock(mt);
+    for (memq_account *a = t->accounts; a != NULL; a = a->hh.next)
+        for (memq_participation *p = a->participants; p != NULL; p = p->next)
+            sum += atomic_load_explicit(&p->claimed, memory_order_relaxed);
+    memq__unlock(mt);
+    return sum;
+}
+
+memq_time memq_tracker_now(const memq_tracker *t)
+{
+    return t == NULL ? 0 : memq__clock(t);
+}
+
+int memq_tracker_fd(memq_tracker *t)
+{
+    if (t == NULL || t->magic != MEMQ_MAGIC_TRACKER)
+        return MEMQ_EINVAL;
+    return t->notify_fd;
+}
