@@ -104,8 +104,7 @@ $(OUT)/readme_example: $(OUT)/readme_example.c $(STATIC)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(STATIC)
 
 check: $(TEST_BIN) $(OUT)/readme_example
-	@$(OUT)/readme_example >/dev/null
-	@echo "README example: ran"
+	@printf 'README example: '; $(OUT)/readme_example
 	@failed=0; for t in $(TEST_BIN); do \
 	  echo "== $$t"; $$t || failed=$$((failed+1)); \
 	done; \

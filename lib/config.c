@@ -206,7 +206,7 @@ size_t memq__auto_max_from(uint64_t limit)
     if (limit <= 8 * GIB)
         q = limit / 4 * 3 + (limit % 4) * 3 / 4;
     else
-        q = 6 * GIB + (limit - 8 * GIB) / 5 * 2;
+        q = 6 * GIB + (limit - 8 * GIB) / 5 * 2 + (limit - 8 * GIB) % 5 * 2 / 5;
     if (q > 8 * GIB)
         q = 8 * GIB;
     return q > SIZE_MAX ? SIZE_MAX : (size_t)q;
@@ -295,7 +295,7 @@ static uint64_t cgroup_limit(const char *root)
         if (dir == NULL || dir[1] != '/')
             continue;
         *dir++ = '\0';
-        controllers++;
+        *controllers++ = '\0';
         uint64_t v = UINT64_MAX;
         if (strcmp(line, "0") == 0 && *controllers == '\0') {
             snprintf(base, sizeof base, "%s/sys/fs/cgroup", root);
