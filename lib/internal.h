@@ -55,6 +55,9 @@ struct memq_participation {
 
     unsigned char freed;   /* memq_participation_free() was called */
     unsigned char pending; /* a PENDING answer is outstanding */
+    /* What memq_reclaim_done() said during the reclaim callback, or
+     * MEMQ_RECLAIM_PENDING for nothing yet. */
+    signed char early_answer;
     uint32_t magic;
 
     /* --- Under the tracker lock. --- */

@@ -173,6 +173,12 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
                 memq__episode_offer(t, a);
             }
             wake = memq__check_crossing(t);
+            if (t->ep.waiting) {
+                /* The episode sleeps on PENDING answers because they would
+                 * be enough; with more claimed, maybe no longer. */
+                t->ep.waiting = false;
+                memq__notify(t, 1);
+            }
         }
     }
     if (rc == 0) {

@@ -242,9 +242,16 @@ static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh, memq_time *n
 
 typedef enum { SELECT_FOUND, SELECT_NONE, SELECT_BUDGET } select_result;
 
-static bool over_budget(uint64_t deadline)
+/* A call's time budget.  The first unit of work is always done, so that
+ * every call makes progress however small the budget. */
+typedef struct budget {
+    uint64_t deadline; /* real clock */
+    bool worked;
+} budget;
+
+static bool over_budget(const budget *b)
 {
-    return memq__real_ns() >= deadline;
+    return b->worked && memq__real_ns() >= b->deadline;
 }
 
 /*
@@ -253,16 +260,17 @@ static bool over_budget(uint64_t deadline)
  * back with their fresh key.  Entries for `skip` are dropped.
  */
 static select_result select_oldest(memq_tracker *t, uint64_t skip, memq_candidate *out,
-                                   uint64_t deadline, memq_time *now)
+                                   budget *b, memq_time *now)
 {
     memq_episode *ep = &t->ep;
     while (ep->heap_n > 0) {
-        if (over_budget(deadline))
+        if (over_budget(b))
             return SELECT_BUDGET;
         memq_candidate c = heap_pop(ep);
         if (c.id == skip)
             continue;
         memq_time fresh;
+        b->worked = true;
         if (!refresh(t, c.id, &fresh, now)) {
             if (t->shutdown)
                 return SELECT_NONE;
@@ -347,7 +355,7 @@ static void answer(memq_tracker *t, memq_participation *p, int st)
         t->stats.partial_reclaims++;
         break;
     default:
-        t->stats.misuse_events++;
+        memq__misuse_locked(t);
         t->stats.partial_reclaims++;
         break;
     }
@@ -399,10 +407,15 @@ static void round_step(memq_tracker *t, memq_time *now)
     if (!usable(p) || p->pending)
         return;
     memq_reclaim_request req = ep->request;
+    p->early_answer = MEMQ_RECLAIM_PENDING; /* none */
     callback_begin(t, p);
     int st = (int)p->ops->reclaim(p->self, &req);
     *now = memq__clock(t);
     callback_end(t);
+    /* memq_reclaim_done() may come from another thread before we are back
+     * under the lock: then the answer is already here. */
+    if (st == MEMQ_RECLAIM_PENDING && p->early_answer != MEMQ_RECLAIM_PENDING)
+        st = p->early_answer;
     if (t->shutdown)
         return;
     if (p->freed) {
@@ -541,7 +554,7 @@ static int wait_pending(memq_tracker *t, memq_time now)
 
 /* The episode state machine, under the lock; may drop it around
  * callbacks. */
-static int run(memq_tracker *t, uint64_t deadline, reclaim_log *log)
+static int run(memq_tracker *t, budget *b, reclaim_log *log)
 {
     memq_episode *ep = &t->ep;
     memq__unlock(t);
@@ -562,8 +575,9 @@ static int run(memq_tracker *t, uint64_t deadline, reclaim_log *log)
             episode_start(t);
         }
         if (ep->round_active) {
-            if (over_budget(deadline))
+            if (over_budget(b))
                 return MEMQ_EAGAIN;
+            b->worked = true;
             if (ep->targets.next < ep->targets.n)
                 round_step(t, &now);
             else
@@ -580,9 +594,9 @@ static int run(memq_tracker *t, uint64_t deadline, reclaim_log *log)
         if (!ep->heap_built && build_heap(t) != 0)
             return MEMQ_ENOMEM;
         memq_candidate victim, next;
-        select_result r = select_oldest(t, 0, &victim, deadline, &now);
+        select_result r = select_oldest(t, 0, &victim, b, &now);
         if (r == SELECT_FOUND) {
-            r = select_oldest(t, victim.id, &next, deadline, &now);
+            r = select_oldest(t, victim.id, &next, b, &now);
             if (r == SELECT_BUDGET) {
                 heap_push(ep, victim);
                 return MEMQ_EAGAIN;
@@ -623,7 +637,8 @@ int memq_tracker_reclaim(memq_tracker *t)
     t->refs++; /* our own: a callback may free the tracker */
     t->ep.waiting = false;
     reclaim_log log = {0};
-    int rc = run(t, start + (uint64_t)t->cfg.reclaim_budget_us * 1000u, &log);
+    budget b = {start + (uint64_t)t->cfg.reclaim_budget_us * 1000u, false};
+    int rc = run(t, &b, &log);
     t->reclaiming = false;
     t->stats.reclaim_ns_total += memq__real_ns() - start;
     void (*fn)(void *, int, const char *) = t->cfg.log;
@@ -640,12 +655,18 @@ void memq_reclaim_done(memq_participation *p, memq_reclaim_status st)
     if (!memq__participation_valid(p))
         return;
     memq_tracker *t = p->account->tracker;
+    /* Only PARTIAL and COLLAPSING complete an answer; -1 stands for the
+     * rest, counted as misuse and taken as PARTIAL. */
+    int answer_st = st == MEMQ_RECLAIMED_PARTIAL || st == MEMQ_RECLAIMED_COLLAPSING ? (int)st : -1;
     memq__lock(t);
     if (!p->freed && p->pending) {
         memq__episode_forget(t, p);
-        answer(t, p, st == MEMQ_RECLAIM_PENDING ? -1 : (int)st);
+        answer(t, p, answer_st);
+        t->ep.waiting = false;
         memq__notify(t, 1);
         pthread_cond_broadcast(&t->cond);
+    } else if (!p->freed && t->in_callback == p) {
+        p->early_answer = (signed char)answer_st;
     }
     memq__unlock(t);
 }
