@@ -21,15 +21,18 @@ bool memq__account_valid(const memq_account *a)
  * Parent and child lists
  * ====================================================================== */
 
-static bool list_push(memq_account_list *l, memq_account *a)
+static bool list_push(memq_account_list **lp, memq_account *a)
 {
-    if (l->n == l->cap) {
-        uint32_t cap = l->cap ? l->cap * 2 : 1;
-        memq_account **items = realloc(l->items, cap * sizeof *items);
-        if (items == NULL)
+    memq_account_list *l = *lp;
+    if (l == NULL || l->n == l->cap) {
+        uint32_t cap = l != NULL ? l->cap * 2 : 1;
+        l = realloc(l, sizeof *l + cap * sizeof l->items[0]);
+        if (l == NULL)
             return false;
-        l->items = items;
+        if (*lp == NULL)
+            l->n = 0;
         l->cap = cap;
+        *lp = l;
     }
     l->items[l->n++] = a;
     return true;
@@ -37,7 +40,7 @@ static bool list_push(memq_account_list *l, memq_account *a)
 
 static void list_remove(memq_account_list *l, const memq_account *a)
 {
-    for (uint32_t i = 0; i < l->n; i++)
+    for (uint32_t i = 0; i < memq__list_n(l); i++)
         if (l->items[i] == a) {
             l->items[i] = l->items[--l->n];
             return;
@@ -46,16 +49,16 @@ static void list_remove(memq_account_list *l, const memq_account *a)
 
 static bool list_contains(const memq_account_list *l, const memq_account *a)
 {
-    for (uint32_t i = 0; i < l->n; i++)
+    for (uint32_t i = 0; i < memq__list_n(l); i++)
         if (l->items[i] == a)
             return true;
     return false;
 }
 
-static void list_free(memq_account_list *l)
+static void list_free(memq_account_list **lp)
 {
-    free(l->items);
-    memset(l, 0, sizeof *l);
+    free(*lp);
+    *lp = NULL;
 }
 
 /* Link child under parent, both ways, or neither. */
@@ -64,7 +67,7 @@ static bool link(memq_account *child, memq_account *parent)
     if (!list_push(&parent->children, child))
         return false;
     if (!list_push(&child->parents, parent)) {
-        parent->children.n--;
+        parent->children->n--;
         return false;
     }
     return true;
@@ -79,15 +82,15 @@ bool memq__account_walk(memq_account *a, void (*fn)(memq_account *, void *), voi
 {
     memq_tracker *t = a->tracker;
     uint64_t mark = ++t->visit;
-    memq_account_list stack = {0};
+    memq_account_list *stack = NULL;
     if (!list_push(&stack, a))
         return false;
     a->visit = mark;
-    while (stack.n > 0) {
-        memq_account *x = stack.items[--stack.n];
+    while (stack->n > 0) {
+        memq_account *x = stack->items[--stack->n];
         fn(x, arg);
-        for (uint32_t i = 0; i < x->children.n; i++) {
-            memq_account *c = x->children.items[i];
+        for (uint32_t i = 0; i < memq__list_n(x->children); i++) {
+            memq_account *c = x->children->items[i];
             if (c->visit == mark)
                 continue;
             c->visit = mark;
@@ -133,7 +136,7 @@ int memq_account_new(memq_tracker *t, memq_account *parent, memq_account **out)
         HASH_ADD(hh, t->accounts, id, sizeof a->id, a);
         if (a->hh.tbl == NULL) {
             if (parent != NULL) {
-                list_remove(&parent->children, a);
+                list_remove(parent->children, a);
                 list_free(&a->parents);
             }
             rc = MEMQ_ENOMEM;
@@ -174,10 +177,10 @@ void memq__account_close(memq_account *a)
         for (memq_participation *p = a->participants; p != NULL; p = p->next)
             memq__participation_close(p);
         HASH_DEL(t->accounts, a);
-        for (uint32_t i = 0; i < a->parents.n; i++)
-            list_remove(&a->parents.items[i]->children, a);
-        for (uint32_t i = 0; i < a->children.n; i++)
-            list_remove(&a->children.items[i]->parents, a);
+        for (uint32_t i = 0; i < memq__list_n(a->parents); i++)
+            list_remove(a->parents->items[i]->children, a);
+        for (uint32_t i = 0; i < memq__list_n(a->children); i++)
+            list_remove(a->children->items[i]->parents, a);
         list_free(&a->parents);
         list_free(&a->children);
     }
@@ -212,7 +215,7 @@ int memq_account_add_parent(memq_account *a, memq_account *parent)
         rc = MEMQ_ESHUTDOWN;
     else if (a->closed || parent->closed)
         rc = MEMQ_ECLOSED;
-    else if (list_contains(&a->parents, parent))
+    else if (list_contains(a->parents, parent))
         rc = MEMQ_EEXIST;
     else if (!memq__account_walk(a, find_in, &f))
         rc = MEMQ_ENOMEM;

@@ -73,10 +73,17 @@ struct memq_participation {
  * Accounts
  * ====================================================================== */
 
+/* A growable array of accounts, allocated only when non-empty (most
+ * accounts have no children and at most one parent). */
 typedef struct memq_account_list {
-    memq_account **items;
     uint32_t n, cap;
+    memq_account *items[];
 } memq_account_list;
+
+static inline uint32_t memq__list_n(const memq_account_list *l)
+{
+    return l != NULL ? l->n : 0;
+}
 
 struct memq_account {
     uint32_t magic;
@@ -84,14 +91,15 @@ struct memq_account {
     uint64_t id;
     memq_tracker *tracker;
     char *name;
-    memq_account_list parents, children;
+    memq_account_list *parents, *children;
     memq_participation *participants; /* doubly linked, NULL-terminated */
-    uint32_t nparticipants;
-    uint32_t pins;            /* participation structs that point here */
     size_t charged;           /* sum of the participants' charged */
     memq_time oldest_hint;    /* a lower bound of its data's times */
     uint64_t visit;           /* traversal mark (t->visit) */
-    uint64_t refused_episode; /* gave nothing back in this episode */
+    uint32_t pins;            /* participation structs that point here */
+    /* Gave nothing back in this episode (episode numbers mod 2^32: a wrap
+     * can only make an account miss one episode). */
+    uint32_t refused_episode;
     bool closed;
     UT_hash_handle hh; /* t->accounts, by id, while open */
 };

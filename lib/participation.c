@@ -70,7 +70,6 @@ int memq_participant_register(memq_account *a, const memq_participant_ops *ops, 
         if (p->next != NULL)
             p->next->prev = p;
         a->participants = p;
-        a->nparticipants++;
         a->pins++;
         t->nparticipants++;
     }
@@ -296,7 +295,6 @@ void memq_participation_free(memq_participation *p)
         a->participants = p->next;
     if (p->next != NULL)
         p->next->prev = p->prev;
-    a->nparticipants--;
     t->nparticipants--;
     /* A callback of p running on another thread must finish first; one
      * running on this thread is our caller, and the reclaimer's reference

@@ -202,7 +202,7 @@ static void callback_end(memq_tracker *t)
 static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh, memq_time *now)
 {
     memq_account *a = lookup(t, id);
-    if (a == NULL || a->charged == 0 || a->refused_episode == t->ep.number)
+    if (a == NULL || a->charged == 0 || a->refused_episode == (uint32_t)t->ep.number)
         return false;
     memq_snapshot *s = &t->ep.scratch;
     for (memq_participation *p = a->participants; p != NULL; p = p->next)
@@ -446,7 +446,7 @@ static void round_finish(memq_tracker *t)
         if (ep->round_progress)
             heap_push(ep, ep->victim); /* may hold more old data */
         else
-            a->refused_episode = ep->number;
+            a->refused_episode = (uint32_t)ep->number;
     }
     snapshot_clear(&ep->targets);
     ep->round_active = false;

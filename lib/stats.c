@@ -74,9 +74,10 @@ static void dump_free(dump *d)
 
 static uint64_t *ids_of(const memq_account_list *l)
 {
-    uint64_t *ids = malloc((l->n ? l->n : 1) * sizeof *ids);
+    uint32_t n = memq__list_n(l);
+    uint64_t *ids = malloc((n ? n : 1) * sizeof *ids);
     if (ids != NULL)
-        for (uint32_t i = 0; i < l->n; i++)
+        for (uint32_t i = 0; i < n; i++)
             ids[i] = l->items[i]->id;
     return ids;
 }
@@ -102,13 +103,14 @@ static int snapshot(memq_tracker *t, dump *d)
         dump_account *x = &d->accounts[d->n++];
         x->id = a->id;
         x->oldest = a->oldest_hint;
-        x->participants = a->nparticipants;
-        for (memq_participation *p = a->participants; p != NULL; p = p->next)
+        for (memq_participation *p = a->participants; p != NULL; p = p->next) {
             x->used += atomic_load_explicit(&p->claimed, memory_order_relaxed);
-        x->nparents = a->parents.n;
-        x->nchildren = a->children.n;
-        x->parents = ids_of(&a->parents);
-        x->children = ids_of(&a->children);
+            x->participants++;
+        }
+        x->nparents = memq__list_n(a->parents);
+        x->nchildren = memq__list_n(a->children);
+        x->parents = ids_of(a->parents);
+        x->children = ids_of(a->children);
         if (a->name != NULL)
             x->name = strdup(a->name);
         if (x->parents == NULL || x->children == NULL || (a->name != NULL && x->name == NULL))
