@@ -120,8 +120,6 @@ int memq_account_new(memq_tracker *t, memq_account *parent, memq_account **out)
     a->magic = MEMQ_MAGIC_ACCOUNT;
     a->refs = 1;
     a->tracker = t;
-    /* Any data this account will hold is newer than now. */
-    a->oldest_hint = memq__clock(t);
 
     int rc = 0;
     memq__lock(t);

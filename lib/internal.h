@@ -53,7 +53,9 @@ struct memq_participation {
      * the fast path checks it so that claims fail promptly. */
     _Atomic unsigned char closed;
 
-    unsigned char freed;   /* memq_participation_free() was called */
+    /* memq_participation_free() was called.  Atomic: the reclaimer checks
+     * it between the callbacks of a batch, without the lock. */
+    _Atomic unsigned char freed;
     unsigned char pending; /* a PENDING answer is outstanding */
     /* What memq_reclaim_done() said during the reclaim callback, or
      * MEMQ_RECLAIM_PENDING for nothing yet. */
@@ -94,7 +96,7 @@ struct memq_account {
     memq_account_list *parents, *children;
     memq_participation *participants; /* doubly linked, NULL-terminated */
     size_t charged;           /* sum of the participants' charged */
-    memq_time oldest_hint;    /* a lower bound of its data's times */
+    memq_time oldest_seen;    /* as last reported to reclamation; 0: never */
     uint64_t visit;           /* traversal mark (t->visit) */
     uint32_t pins;            /* participation structs that point here */
     /* Gave nothing back in this episode (episode numbers mod 2^32: a wrap
@@ -127,6 +129,7 @@ typedef struct memq_episode {
     bool active;
     bool heap_built;
     bool waiting;    /* the last call returned waiting for PENDING answers */
+    bool chosen;     /* victim is verified; the runner-up is being found */
     uint64_t number; /* episodes are numbered from 1 */
     uint64_t start_ns; /* real clock */
     memq_candidate *heap;
@@ -170,13 +173,15 @@ struct memq_tracker {
      * cfg.wakeup; it falls when an episode ends or a reclaim call finds
      * used <= max, which re-arms the wakeup. */
     bool wanted;
+    uint64_t crossed_ns; /* real clock, when wanted rose */
     int notify_fd;      /* timerfd: readable when reclaim has work */
     int64_t notify_at;  /* 0: disarmed, 1: now, else ns from arming */
 
     /* The single active reclaimer and the callback it runs. */
     bool reclaiming;
     pthread_t reclaimer;
-    memq_participation *in_callback;
+    memq_participation *in_callback; /* its reclaim callback runs */
+    memq_account *refreshing;        /* its participants' oldest run */
     unsigned callback_waiters;
 
     memq_episode ep;

@@ -134,8 +134,6 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
         return MEMQ_EINVAL;
     memq_account *a = p->account;
     memq_tracker *t = a->tracker;
-    /* Read before locking: the clock is user code. */
-    memq_time now = memq__clock(t);
     int rc = 0;
     bool log = false, wake = false;
 
@@ -165,12 +163,8 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
             p->charged += charge;
             p->cache += charge;
             store(&p->cache_limit, t->cfg.cache_max);
-            if (was_empty) {
-                /* Nothing of this account was claimed, so whatever it
-                 * holds from now on is newer than now. */
-                a->oldest_hint = now;
+            if (was_empty)
                 memq__episode_offer(t, a);
-            }
             wake = memq__check_crossing(t);
             if (t->ep.waiting) {
                 /* The episode sleeps on PENDING answers because they would
@@ -296,10 +290,12 @@ void memq_participation_free(memq_participation *p)
     if (p->next != NULL)
         p->next->prev = p->prev;
     t->nparticipants--;
-    /* A callback of p running on another thread must finish first; one
-     * running on this thread is our caller, and the reclaimer's reference
-     * keeps p alive until it returns. */
-    while (t->in_callback == p && !pthread_equal(t->reclaimer, pthread_self())) {
+    /* A callback of p running on another thread must finish first (a batch
+     * of oldest calls skips p from now on); one running on this thread is
+     * our caller, and the reclaimer's reference keeps p alive until it
+     * returns. */
+    while ((t->in_callback == p || t->refreshing == a) &&
+           !pthread_equal(t->reclaimer, pthread_self())) {
         t->callback_waiters++;
         pthread_cond_wait(&t->cond, &t->lock);
         t->callback_waiters--;

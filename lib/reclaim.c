@@ -2,19 +2,18 @@
  * reclaim.c - episodes of reclamation: choosing victims oldest-data-first,
  * asking them for memory, collecting their answers, within a time budget.
  *
- * Victim selection uses a lazy heap.  Every account keeps oldest_hint, a
- * lower bound of the times of the data its own participants hold: the
- * account's creation time, the time it last started holding memory, or
- * what its participants last reported.  It stays a lower bound because a
- * participant's oldest data only gets newer as it drains, and new data is
- * stamped now.  An episode heapifies the accounts holding memory by hint,
- * in O(accounts), calling no user code.  The top is then re-checked by
- * asking its participants (outside the lock): if its true age is still no
- * newer than the next hint, it is truly the oldest, since every other
- * account's truth is no older than its hint; if not, it goes back with the
- * fresh key.  So ages are never stale, accounts that start holding memory
- * during an episode join the heap, and each re-check improves the heap for
- * the next call, which is what lets the work be cut into budgeted calls.
+ * Victim selection uses a lazy min-heap of accounts keyed by the time of
+ * their own participants' oldest data.  An episode starts by heapifying
+ * every account that holds memory, in O(accounts), with key 0: "unknown,
+ * look first".  Popping an entry re-checks it: its participants are asked
+ * for their oldest data (outside the lock), and the entry is the victim
+ * only if its fresh age is still no newer than the next key in the heap;
+ * otherwise it goes back with its fresh key.  The first pops therefore
+ * sweep every candidate once, and every victim is re-checked right before
+ * it is reclaimed: no stale heap, no trust in ages reported earlier, and a
+ * participant cannot hide by claiming late or lying.  Accounts that start
+ * holding memory during an episode join the heap as unknown.  Each re-check
+ * leaves the heap better, so the work cuts cleanly into budgeted calls.
  *
  * A round sends the request to every participant of the victim and its
  * descendants, one callback at a time with the lock dropped.  A victim that
@@ -116,7 +115,7 @@ static memq_candidate heap_pop(memq_episode *ep)
     return top;
 }
 
-/* Every account holding memory, heapified in O(accounts). */
+/* Every account holding memory, as unknown: O(accounts), no user code. */
 static int build_heap(memq_tracker *t)
 {
     memq_episode *ep = &t->ep;
@@ -131,9 +130,7 @@ static int build_heap(memq_tracker *t)
     ep->heap_n = 0;
     for (memq_account *a = t->accounts; a != NULL; a = a->hh.next)
         if (a->charged > 0)
-            ep->heap[ep->heap_n++] = (memq_candidate){a->oldest_hint, a->id};
-    for (size_t i = ep->heap_n / 2; i-- > 0;)
-        sift_down(ep->heap, ep->heap_n, i);
+            ep->heap[ep->heap_n++] = (memq_candidate){0, a->id};
     ep->heap_built = true;
     return 0;
 }
@@ -142,7 +139,7 @@ void memq__episode_offer(memq_tracker *t, memq_account *a)
 {
     /* On allocation failure the account misses this episode only. */
     if (t->ep.active && t->ep.heap_built)
-        heap_push(&t->ep, (memq_candidate){a->oldest_hint, a->id});
+        heap_push(&t->ep, (memq_candidate){0, a->id});
 }
 
 /* ======================================================================
@@ -188,16 +185,18 @@ static void callback_end(memq_tracker *t)
 {
     memq__lock(t);
     t->in_callback = NULL;
+    t->refreshing = NULL;
     if (t->callback_waiters > 0)
         pthread_cond_broadcast(&t->cond);
 }
 
 /*
  * Ask the account's own participants for their oldest data and return the
- * account's true age in *fresh; false if the account is gone or holds no
+ * account's age in *fresh; false if the account is gone or holds no
  * claimed memory.  A participant that claims memory but reports no data is
- * taken as holding the oldest possible data.  Drops the lock around each
- * callback.
+ * taken as holding the oldest possible data.  The whole account is asked
+ * in one batch with the lock dropped (freeing one of its participations on
+ * another thread waits for the batch).
  */
 static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh, memq_time *now)
 {
@@ -208,36 +207,35 @@ static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh, memq_time *n
     for (memq_participation *p = a->participants; p != NULL; p = p->next)
         if (!snapshot_add(s, p))
             break;
+    t->refreshing = a;
+    memq__unlock(t);
+    *now = memq__clock(t);
     memq_time min = MEMQ_TIME_MAX;
     bool has_data = false;
-    for (size_t i = 0; i < s->n && !t->shutdown; i++) {
+    for (size_t i = 0; i < s->n; i++) {
         memq_participation *p = s->items[i];
-        if (!usable(p))
-            continue;
+        if (p->freed)
+            continue; /* being freed, maybe by an earlier callback */
         memq_time when = 0;
-        callback_begin(t, p);
-        *now = memq__clock(t);
         bool has = p->ops->oldest(p->self, &when);
-        callback_end(t);
-        if (!usable(p))
-            continue;
-        memq_time age;
         if (atomic_load_explicit(&p->claimed, memory_order_relaxed) > 0) {
             has_data = true;
-            age = has ? when : 0;
-        } else {
-            age = has ? when : *now;
+            if (!has)
+                when = 0; /* claims memory but shows no data: oldest */
+        } else if (!has) {
+            continue;
         }
-        if (age < min)
-            min = age;
+        if (when < min)
+            min = when;
     }
+    callback_end(t);
     snapshot_clear(s);
     a = lookup(t, id);
-    if (a == NULL || t->shutdown)
+    if (a == NULL || t->shutdown || !has_data)
         return false;
-    a->oldest_hint = min == MEMQ_TIME_MAX ? *now : min;
-    *fresh = a->oldest_hint;
-    return has_data;
+    a->oldest_seen = min;
+    *fresh = min;
+    return true;
 }
 
 typedef enum { SELECT_FOUND, SELECT_NONE, SELECT_BUDGET } select_result;
@@ -465,6 +463,7 @@ void memq__episode_clear(memq_tracker *t)
         remove_pending(t, ep->pending_n - 1);
     ep->heap_n = 0;
     ep->heap_built = false;
+    ep->chosen = false;
     ep->round_active = false;
     ep->active = false;
 }
@@ -475,7 +474,7 @@ static void episode_start(memq_tracker *t)
     ep->active = true;
     ep->heap_built = false;
     ep->number++;
-    ep->start_ns = memq__real_ns();
+    ep->start_ns = t->wanted ? t->crossed_ns : memq__real_ns();
     t->stats.episodes++;
     if (!t->wanted) {
         t->wanted = true;
@@ -593,28 +592,32 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
             return wait_pending(t, now);
         if (!ep->heap_built && build_heap(t) != 0)
             return MEMQ_ENOMEM;
-        memq_candidate victim, next;
-        select_result r = select_oldest(t, 0, &victim, b, &now);
-        if (r == SELECT_FOUND) {
-            r = select_oldest(t, victim.id, &next, b, &now);
-            if (r == SELECT_BUDGET) {
-                heap_push(ep, victim);
+        /* The victim, once verified, is kept across calls while the
+         * runner-up, whose age becomes older_than, is found. */
+        select_result r;
+        if (!ep->chosen) {
+            r = select_oldest(t, 0, &ep->victim, b, &now);
+            if (r == SELECT_BUDGET)
                 return MEMQ_EAGAIN;
+            if (r == SELECT_NONE) {
+                if (t->shutdown)
+                    continue;
+                if (ep->pending_n > 0)
+                    return wait_pending(t, now);
+                episode_end(t, false, log);
+                return 0;
             }
-            if (r == SELECT_FOUND)
-                heap_push(ep, next);
-            if (!t->shutdown)
-                start_round(t, victim, r == SELECT_FOUND ? next.oldest : MEMQ_TIME_MAX);
-            continue;
+            ep->chosen = true;
         }
+        memq_candidate next;
+        r = select_oldest(t, ep->victim.id, &next, b, &now);
         if (r == SELECT_BUDGET)
             return MEMQ_EAGAIN;
-        if (t->shutdown)
-            continue;
-        if (ep->pending_n > 0)
-            return wait_pending(t, now);
-        episode_end(t, false, log);
-        return 0;
+        ep->chosen = false;
+        if (r == SELECT_FOUND)
+            heap_push(ep, next);
+        if (!t->shutdown)
+            start_round(t, ep->victim, r == SELECT_FOUND ? next.oldest : MEMQ_TIME_MAX);
     }
 }
 

@@ -102,7 +102,7 @@ static int snapshot(memq_tracker *t, dump *d)
     for (memq_account *a = t->accounts; a != NULL && rc == 0; a = a->hh.next) {
         dump_account *x = &d->accounts[d->n++];
         x->id = a->id;
-        x->oldest = a->oldest_hint;
+        x->oldest = a->oldest_seen;
         for (memq_participation *p = a->participants; p != NULL; p = p->next) {
             x->used += atomic_load_explicit(&p->claimed, memory_order_relaxed);
             x->participants++;
@@ -166,7 +166,7 @@ static void text_account(FILE *f, const dump *d, const dump_account *a, int dept
         put_quoted(f, a->name, true);
     }
     fprintf(f, ": used %zu, participants %" PRIu32, a->used, a->participants);
-    if (a->used > 0)
+    if (a->used > 0 && a->oldest != 0)
         fprintf(f, ", oldest data %.3f s old", age_s(d, a));
     fputc('\n', f);
     for (uint32_t i = 0; i < a->nchildren; i++) {
@@ -220,8 +220,12 @@ static void dump_json(FILE *f, const dump *d)
         fputs(",\"parents\":[", f);
         for (uint32_t j = 0; j < a->nparents; j++)
             fprintf(f, "%s%" PRIu64, j ? "," : "", a->parents[j]);
-        fprintf(f, "],\"used\":%zu,\"participants\":%" PRIu32 ",\"oldest_age_s\":%.3f}",
-                a->used, a->participants, a->used > 0 ? age_s(d, a) : 0.0);
+        fprintf(f, "],\"used\":%zu,\"participants\":%" PRIu32 ",\"oldest_age_s\":", a->used,
+                a->participants);
+        if (a->used > 0 && a->oldest != 0)
+            fprintf(f, "%.3f}", age_s(d, a));
+        else
+            fputs("null}", f);
     }
     fputs("]}\n", f);
 }
@@ -279,9 +283,9 @@ static void dump_prometheus(FILE *f, const dump *d)
         fprintf(f, " %zu\n", d->accounts[i].used);
     }
     fputs("# HELP memq_account_oldest_age_seconds Age of an account's oldest data, as last "
-          "learned (a lower bound).\n# TYPE memq_account_oldest_age_seconds gauge\n", f);
+          "reported to reclamation.\n# TYPE memq_account_oldest_age_seconds gauge\n", f);
     for (size_t i = 0; i < d->n; i++) {
-        if (d->accounts[i].used == 0)
+        if (d->accounts[i].used == 0 || d->accounts[i].oldest == 0)
             continue;
         fputs("memq_account_oldest_age_seconds", f);
         account_labels(f, &d->accounts[i]);

@@ -105,6 +105,7 @@ bool memq__check_crossing(memq_tracker *t)
     if (atomic_load_explicit(&t->used, memory_order_relaxed) <= t->cfg.max)
         return false;
     t->wanted = true;
+    t->crossed_ns = memq__real_ns();
     memq__notify(t, 1);
     pthread_cond_broadcast(&t->cond);
     return t->cfg.wakeup != NULL;
