@@ -270,6 +270,16 @@ void memq_participation_free(memq_participation *p)
     memq_account *a = p->account;
     memq_tracker *t = a->tracker;
     memq__lock(t);
+    /* A callback of p running on another thread finishes first, before
+     * anything it may use changes; one running on this thread is our
+     * caller, and the reclaimer's reference keeps p alive until it
+     * returns. */
+    while ((t->in_callback == p || t->refreshing == a) &&
+           !pthread_equal(t->reclaimer, pthread_self())) {
+        t->callback_waiters++;
+        pthread_cond_wait(&t->cond, &t->lock);
+        t->callback_waiters--;
+    }
     if (p->freed) {
         bool log = memq__misuse_locked(t);
         memq__unlock(t);
@@ -277,7 +287,7 @@ void memq_participation_free(memq_participation *p)
             memq__log(t, MEMQ_LOG_WARN, "misuse: memq_participation_free called twice");
         return;
     }
-    p->freed = 1;
+    p->freed = 1; /* no callback starts from now on */
     if (!atomic_load_explicit(&p->closed, memory_order_relaxed))
         memq__participation_close(p);
     else if (p->pending)
@@ -290,16 +300,6 @@ void memq_participation_free(memq_participation *p)
     if (p->next != NULL)
         p->next->prev = p->prev;
     t->nparticipants--;
-    /* A callback of p running on another thread must finish first (a batch
-     * of oldest calls skips p from now on); one running on this thread is
-     * our caller, and the reclaimer's reference keeps p alive until it
-     * returns. */
-    while ((t->in_callback == p || t->refreshing == a) &&
-           !pthread_equal(t->reclaimer, pthread_self())) {
-        t->callback_waiters++;
-        pthread_cond_wait(&t->cond, &t->lock);
-        t->callback_waiters--;
-    }
     memq__participation_unref(p);
     memq__unlock(t);
 }
