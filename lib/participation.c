@@ -37,6 +37,14 @@ static void store(_Atomic size_t *x, size_t v)
     atomic_store_explicit(x, v, memory_order_relaxed);
 }
 
+/* A claim is published with release order, so that a reclaimer that sees
+ * it (acquire) also sees whatever the participant wrote before claiming,
+ * such as the stamp its oldest callback reports.  A plain store on x86. */
+static void publish_claimed(memq_participation *p, size_t v)
+{
+    atomic_store_explicit(&p->claimed, v, memory_order_release);
+}
+
 /* ======================================================================
  * Registration
  * ====================================================================== */
@@ -99,7 +107,7 @@ int memq_claim(memq_participation *p, size_t n)
         size_t cache = p->cache;
         if (n <= cache && !atomic_load_explicit(&p->closed, memory_order_relaxed)) {
             p->cache = cache - n;
-            store(&p->claimed, load(&p->claimed) + n);
+            publish_claimed(p, load(&p->claimed) + n);
             return 0;
         }
     }
@@ -176,7 +184,7 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
     }
     if (rc == 0) {
         p->cache -= n;
-        store(&p->claimed, claimed + n);
+        publish_claimed(p, claimed + n);
     }
     void (*wakeup)(void *) = t->cfg.wakeup;
     void *ctx = t->cfg.wakeup_ctx;

@@ -216,9 +216,12 @@ static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh, memq_time *n
         memq_participation *p = s->items[i];
         if (p->freed)
             continue; /* being freed, maybe by an earlier callback */
+        /* Claims first: data that shows up between the two reads must not
+         * look like a claim without data (taken as the oldest). */
+        bool claims = atomic_load_explicit(&p->claimed, memory_order_acquire) > 0;
         memq_time when = 0;
         bool has = p->ops->oldest(p->self, &when);
-        if (atomic_load_explicit(&p->claimed, memory_order_relaxed) > 0) {
+        if (claims) {
             has_data = true;
             if (!has)
                 when = 0; /* claims memory but shows no data: oldest */
