@@ -1,0 +1,890 @@
+/*
+ * check_queue.c - memq_queue: costs, ages, both reclaim policies, collapse
+ * from outside, and a producer/consumer/reclaimer run.
+ */
+#include "container_helpers.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+/* ======================================================================
+ * Items and a ledger of what the queue freed
+ * ====================================================================== */
+
+typedef struct item {
+    int id;
+} item;
+
+#define LOG_MAX 256
+
+typedef struct ledger {
+    atomic_int freed;         /* free_item calls */
+    int order[LOG_MAX];       /* ids in the order free_item saw them */
+    atomic_int collapses;     /* on_collapse calls */
+    memq_queue *free_on_collapse; /* on_collapse frees this queue if set */
+} ledger;
+
+static item *item_new(int id)
+{
+    item *it = malloc(sizeof *it);
+    ck_assert_ptr_nonnull(it);
+    it->id = id;
+    return it;
+}
+
+static void ledger_free_item(void *p, void *ctx)
+{
+    ledger *l = ctx;
+    item *it = p;
+    int n = atomic_fetch_add(&l->freed, 1);
+    if (n < LOG_MAX)
+        l->order[n] = it->id;
+    free(it);
+}
+
+static void ledger_collapse(void *ctx)
+{
+    ledger *l = ctx;
+    atomic_fetch_add(&l->collapses, 1);
+    if (l->free_on_collapse) {
+        memq_queue *q = l->free_on_collapse;
+        l->free_on_collapse = NULL;
+        memq_queue_free(q);
+    }
+}
+
+static void free_plain(void *p, void *ctx)
+{
+    (void)ctx;
+    free(p);
+}
+
+static memq_queue *queue_make(memq_account *a, int policy, ledger *l)
+{
+    memq_queue *q = NULL;
+    ck_assert_int_eq(memq_queue_new(a, policy, ledger_free_item, ledger_collapse, l, &q), 0);
+    ck_assert_ptr_nonnull(q);
+    return q;
+}
+
+static void push_ok(memq_queue *q, int id, size_t cost)
+{
+    ck_assert_int_eq(memq_queue_push(q, item_new(id), cost), 0);
+}
+
+/* ======================================================================
+ * Basics
+ * ====================================================================== */
+
+START_TEST(test_queue_new_rejects_null_arguments_and_unknown_policies)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    memq_queue *q = (memq_queue *)&q; /* must stay untouched */
+
+    ck_assert_int_eq(memq_queue_new(NULL, MEMQ_QUEUE_COLLAPSE, NULL, NULL, NULL, &q), MEMQ_EINVAL);
+    ck_assert_int_eq(memq_queue_new(a, MEMQ_QUEUE_COLLAPSE, NULL, NULL, NULL, NULL), MEMQ_EINVAL);
+    ck_assert_int_eq(memq_queue_new(a, 7, NULL, NULL, NULL, &q), MEMQ_EINVAL);
+    ck_assert_ptr_eq(q, (memq_queue *)&q);
+    ck_assert_int_eq(memq_queue_push(NULL, NULL, 1), MEMQ_EINVAL);
+    ck_assert_ptr_null(memq_queue_pop(NULL));
+    ck_assert_uint_eq(memq_queue_len(NULL), 0);
+    ck_assert(memq_queue_closed(NULL));
+    memq_queue_free(NULL);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_queue_new_on_a_collapsed_account_fails_with_eclosed)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+    memq_queue *other = (memq_queue *)&other;
+
+    push_ok(q, 1, 20 * MIB);
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+    ck_assert(memq_account_closed(a));
+    ck_assert_int_eq(memq_queue_new(a, MEMQ_QUEUE_COLLAPSE, NULL, NULL, NULL, &other),
+                     MEMQ_ECLOSED);
+    ck_assert_ptr_eq(other, (memq_queue *)&other);
+    memq_queue_free(q);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_queue_new_after_tracker_shutdown_fails_with_eshutdown)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    memq_queue *q = NULL;
+
+    memq_tracker_free(t);
+    ck_assert_int_eq(memq_queue_new(a, MEMQ_QUEUE_COLLAPSE, NULL, NULL, NULL, &q), MEMQ_ESHUTDOWN);
+    ck_assert_ptr_null(q);
+    memq_account_unref(a);
+}
+END_TEST
+
+START_TEST(test_items_pop_in_the_order_they_were_pushed)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+
+    for (int i = 0; i < 5; i++)
+        push_ok(q, i, 10);
+    ck_assert_uint_eq(memq_queue_len(q), 5);
+    for (int i = 0; i < 5; i++) {
+        item *it = memq_queue_pop(q);
+        ck_assert_ptr_nonnull(it);
+        ck_assert_int_eq(it->id, i);
+        free(it);
+    }
+    ck_assert_ptr_null(memq_queue_pop(q));
+    ck_assert_uint_eq(memq_queue_len(q), 0);
+    ck_assert_int_eq(atomic_load(&l.freed), 0);
+    memq_queue_free(q);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_push_claims_the_cost_plus_a_fixed_overhead_and_pop_releases_it)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+
+    push_ok(q, 1, 100);
+    size_t one = memq_account_used(a);
+    ck_assert_uint_gt(one, 100);
+    size_t overhead = one - 100;
+    push_ok(q, 2, 1000);
+    ck_assert_uint_eq(memq_account_used(a), 1100 + 2 * overhead);
+    ck_assert_uint_eq(memq_tracker_used(t), 1100 + 2 * overhead); /* cache_max 0: exact */
+
+    free(memq_queue_pop(q));
+    ck_assert_uint_eq(memq_account_used(a), 1000 + overhead);
+    free(memq_queue_pop(q));
+    ck_assert_uint_eq(memq_account_used(a), 0);
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    memq_queue_free(q);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_push_with_an_overflowing_cost_fails_and_leaves_the_item_with_the_caller)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+    item *it = item_new(1);
+
+    ck_assert_int_eq(memq_queue_push(q, it, SIZE_MAX), MEMQ_EOVERFLOW);
+    ck_assert_uint_eq(memq_queue_len(q), 0);
+    ck_assert_uint_eq(memq_account_used(a), 0);
+    ck_assert(!memq_queue_closed(q));
+    free(it); /* still ours: ASan would report a double free otherwise */
+    memq_queue_free(q);
+    ck_assert_int_eq(atomic_load(&l.freed), 0);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_push_pop_of_19_items_leaves_at_most_two_caches_tracked)
+{
+    const size_t cache_max = 16 * KIB;
+    memq_tracker *t = tracker_make(64 * MIB, 48 * MIB, cache_max, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+
+    for (int i = 0; i < 19; i++)
+        push_ok(q, i, MIB);
+    ck_assert_uint_ge(memq_tracker_used(t), 19 * MIB);
+    for (int i = 0; i < 19; i++)
+        free(memq_queue_pop(q));
+    ck_assert_uint_eq(memq_account_used(a), 0);
+    ck_assert_uint_le(memq_tracker_used(t), 2 * cache_max);
+    memq_queue_free(q);
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_queue_free_frees_the_remaining_items_with_free_item)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+
+    for (int i = 0; i < 3; i++)
+        push_ok(q, i, 10);
+    memq_queue_free(q);
+    ck_assert_int_eq(atomic_load(&l.freed), 3);
+    ck_assert_int_eq(l.order[0], 0);
+    ck_assert_int_eq(l.order[2], 2);
+    ck_assert_int_eq(atomic_load(&l.collapses), 0);
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* ======================================================================
+ * COLLAPSE policy
+ * ====================================================================== */
+
+START_TEST(test_reclaimed_collapse_queue_holds_nothing_refuses_pushes_and_calls_its_hook_once)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+
+    for (int i = 0; i < 20; i++)
+        push_ok(q, i, MIB);
+    ck_assert_uint_gt(memq_tracker_used(t), 16 * MIB);
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+
+    ck_assert(memq_queue_closed(q));
+    ck_assert_uint_eq(memq_queue_len(q), 0);
+    ck_assert_ptr_null(memq_queue_pop(q));
+    ck_assert_int_eq(atomic_load(&l.freed), 20);
+    for (int i = 0; i < 20; i++)
+        ck_assert_int_eq(l.order[i], i); /* oldest first */
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+    ck_assert_uint_le(memq_tracker_used(t), 12 * MIB);
+    ck_assert(memq_account_closed(a));
+
+    item *late = item_new(99);
+    ck_assert_int_eq(memq_queue_push(q, late, MIB), MEMQ_ECLOSED);
+    ck_assert_int_eq(late->id, 99); /* not freed: still ours */
+    free(late);
+    ck_assert_int_eq(atomic_load(&l.freed), 20);
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+
+    memq_queue_free(q);
+    ck_assert_int_eq(atomic_load(&l.freed), 20);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_on_collapse_may_free_the_queue)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+
+    l.free_on_collapse = q;
+    for (int i = 0; i < 20; i++)
+        push_ok(q, i, MIB);
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+    ck_assert_ptr_null(l.free_on_collapse); /* the hook did free it */
+    ck_assert_int_eq(atomic_load(&l.freed), 20);
+    ck_assert_uint_le(memq_tracker_used(t), 12 * MIB);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+typedef struct teardown {
+    memq_queue *q;
+    memq_account *a;
+    atomic_int calls;
+} teardown;
+
+/* What a daemon's connection does when reclaimed: drop everything. */
+static void teardown_on_collapse(void *ctx)
+{
+    teardown *td = ctx;
+    atomic_fetch_add(&td->calls, 1);
+    memq_queue_free(td->q);
+    memq_account_unref(td->a);
+    td->q = NULL;
+    td->a = NULL;
+}
+
+START_TEST(test_on_collapse_may_free_the_queue_and_drop_the_last_account_reference)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    teardown td = {0};
+
+    td.a = account_make(t);
+    ck_assert_int_eq(memq_queue_new(td.a, MEMQ_QUEUE_COLLAPSE, free_plain, teardown_on_collapse,
+                                    &td, &td.q),
+                     0);
+    for (int i = 0; i < 20; i++)
+        push_ok(td.q, i, MIB);
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+    ck_assert_int_eq(atomic_load(&td.calls), 1);
+    ck_assert_ptr_null(td.q);
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    memq_stats st;
+    memq_tracker_stats(t, &st);
+    ck_assert_uint_eq(st.accounts, 0);
+    ck_assert_uint_eq(st.participants, 0);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_queue_on_an_unlimited_tracker_counts_and_never_collapses)
+{
+    memq_config cfg;
+    memq_tracker *t = NULL;
+    memq_config_init(&cfg);
+    cfg.max = MEMQ_UNLIMITED;
+    ck_assert_int_eq(memq_tracker_new(&t, &cfg), 0);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+
+    for (int i = 0; i < 100; i++)
+        push_ok(q, i, 100 * MIB);
+    ck_assert_uint_ge(memq_tracker_used(t), 100 * 100 * MIB);
+    ck_assert_int_eq(memq_tracker_reclaim(t), 0);
+    ck_assert(!memq_queue_closed(q));
+    for (int i = 0; i < 100; i++) {
+        item *it = memq_queue_pop(q);
+        ck_assert_int_eq(it->id, i);
+        free(it);
+    }
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_int_eq(atomic_load(&l.collapses), 0);
+    memq_queue_free(q);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_queue_whose_account_was_unreffed_collapses_at_its_next_push)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_DROP_OLDEST, &l);
+
+    push_ok(q, 1, 10);
+    push_ok(q, 2, 10);
+    memq_account_unref(a); /* the last reference: the account closes */
+    ck_assert(!memq_queue_closed(q));
+
+    item *late = item_new(3);
+    ck_assert_int_eq(memq_queue_push(q, late, 10), MEMQ_ECLOSED);
+    free(late);
+    ck_assert(memq_queue_closed(q));
+    ck_assert_uint_eq(memq_queue_len(q), 0);
+    ck_assert_int_eq(atomic_load(&l.freed), 2);
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+
+    late = item_new(4);
+    ck_assert_int_eq(memq_queue_push(q, late, 10), MEMQ_ECLOSED);
+    free(late);
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+    memq_queue_free(q);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_queue_whose_account_was_unreffed_collapses_at_its_next_pop)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+
+    push_ok(q, 1, 10);
+    memq_account_unref(a);
+    ck_assert_ptr_null(memq_queue_pop(q));
+    ck_assert(memq_queue_closed(q));
+    ck_assert_int_eq(atomic_load(&l.freed), 1);
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+    ck_assert_ptr_null(memq_queue_pop(q));
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+    memq_queue_free(q);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_queue_collapses_at_its_next_push_after_tracker_shutdown)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+
+    push_ok(q, 1, 10);
+    memq_tracker_free(t);
+    item *late = item_new(2);
+    ck_assert_int_eq(memq_queue_push(q, late, 10), MEMQ_ECLOSED);
+    free(late);
+    ck_assert(memq_queue_closed(q));
+    ck_assert_int_eq(atomic_load(&l.freed), 1);
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+    memq_queue_free(q);
+    memq_account_unref(a);
+}
+END_TEST
+
+/* The account that has held memory the longest is not always the oldest:
+ * what counts is the head items now.  The young account holds memory from
+ * 50 on, but by the time reclamation runs its data is from 500. */
+START_TEST(test_the_account_with_the_oldest_head_item_is_reclaimed_first)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(4 * MIB, 3 * MIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *young = account_make(t), *old = account_make(t);
+    ledger ly = {0}, lo = {0};
+    memq_queue *control = queue_make(young, MEMQ_QUEUE_COLLAPSE, &ly);
+    memq_queue *bulk = queue_make(young, MEMQ_QUEUE_COLLAPSE, &ly);
+    memq_queue *stalled = queue_make(old, MEMQ_QUEUE_COLLAPSE, &lo);
+
+    fake_clock_set(&clock, 50);
+    push_ok(control, 1, 10);
+    fake_clock_set(&clock, 100);
+    push_ok(stalled, 2, 2 * MIB + MIB / 2);
+    fake_clock_set(&clock, 500);
+    push_ok(bulk, 3, 2 * MIB);
+    free(memq_queue_pop(control));
+    fake_clock_set(&clock, 900);
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+
+    ck_assert_int_eq(atomic_load(&lo.collapses), 1);
+    ck_assert_int_eq(atomic_load(&ly.collapses), 0);
+    ck_assert(memq_queue_closed(stalled));
+    ck_assert(!memq_queue_closed(bulk));
+    ck_assert_uint_eq(memq_queue_len(bulk), 1);
+    memq_queue_free(control);
+    memq_queue_free(bulk);
+    memq_queue_free(stalled);
+    memq_account_unref(young);
+    memq_account_unref(old);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* Two COLLAPSE queues on two accounts and a young third: the queue whose
+ * head is oldest goes first, and popping a head makes the next item's stamp
+ * the queue's age. */
+typedef struct collapse_log {
+    int order[4];
+    atomic_int n;
+} collapse_log;
+
+typedef struct named_hook {
+    collapse_log *log;
+    int id;
+} named_hook;
+
+static void log_collapse(void *ctx)
+{
+    named_hook *h = ctx;
+    int n = atomic_fetch_add(&h->log->n, 1);
+    if (n < 4)
+        h->log->order[n] = h->id;
+}
+
+START_TEST(test_popping_the_head_makes_the_next_items_stamp_the_queues_age)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(4 * MIB, 3 * MIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *a = account_make(t), *b = account_make(t), *c = account_make(t);
+    collapse_log log = {0};
+    named_hook ha = {&log, 'A'}, hb = {&log, 'B'}, hc = {&log, 'C'};
+    memq_queue *qa, *qb, *qc;
+
+    ck_assert_int_eq(memq_queue_new(a, MEMQ_QUEUE_COLLAPSE, free_plain, log_collapse, &ha, &qa), 0);
+    ck_assert_int_eq(memq_queue_new(b, MEMQ_QUEUE_COLLAPSE, free_plain, log_collapse, &hb, &qb), 0);
+    ck_assert_int_eq(memq_queue_new(c, MEMQ_QUEUE_COLLAPSE, free_plain, log_collapse, &hc, &qc), 0);
+    fake_clock_set(&clock, 10);
+    push_ok(qa, 1, MIB);
+    fake_clock_set(&clock, 100);
+    push_ok(qb, 2, MIB);
+    fake_clock_set(&clock, 200);
+    push_ok(qa, 3, MIB);
+    fake_clock_set(&clock, 300);
+    push_ok(qc, 4, 2 * MIB + MIB / 2);
+    fake_clock_set(&clock, 400);
+
+    free(memq_queue_pop(qa)); /* A's age goes from 10 to 200 */
+    ck_assert_uint_gt(memq_tracker_used(t), 4 * MIB);
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+
+    ck_assert_int_eq(atomic_load(&log.n), 2);
+    ck_assert_int_eq(log.order[0], 'B');
+    ck_assert_int_eq(log.order[1], 'A');
+    ck_assert(!memq_queue_closed(qc));
+    ck_assert_uint_eq(memq_queue_len(qc), 1);
+
+    memq_queue_free(qa);
+    memq_queue_free(qb);
+    memq_queue_free(qc);
+    memq_account_unref(a);
+    memq_account_unref(b);
+    memq_account_unref(c);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* ======================================================================
+ * DROP_OLDEST policy
+ * ====================================================================== */
+
+START_TEST(test_drop_oldest_frees_exactly_the_items_older_than_the_next_candidate_oldest_first)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(10 * MIB, 5 * MIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *a = account_make(t), *b = account_make(t);
+    ledger la = {0}, lb = {0};
+    memq_queue *qa = queue_make(a, MEMQ_QUEUE_DROP_OLDEST, &la);
+    memq_queue *qb = queue_make(b, MEMQ_QUEUE_COLLAPSE, &lb);
+
+    /* A: ten items stamped 10, 20, ... 100; B: one item stamped 55. */
+    for (int i = 1; i <= 10; i++) {
+        fake_clock_set(&clock, (memq_time)(10 * i));
+        push_ok(qa, 10 * i, MIB);
+        if (i == 5) {
+            fake_clock_set(&clock, 55);
+            push_ok(qb, 55, MIB);
+        }
+    }
+    fake_clock_set(&clock, 1000);
+    ck_assert_uint_gt(memq_tracker_used(t), 10 * MIB);
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+
+    /* A's first answer stopped at the cutoff 55: 10..50, oldest first; then
+     * B (now the oldest) collapsed; only then did A give anything newer. */
+    ck_assert_int_eq(atomic_load(&lb.collapses), 1);
+    ck_assert_int_ge(atomic_load(&la.freed), 5);
+    for (int i = 0; i < 5; i++)
+        ck_assert_int_eq(la.order[i], 10 * (i + 1));
+    ck_assert_uint_le(memq_tracker_used(t), 5 * MIB);
+
+    /* A stays open and keeps its newest items, in order. */
+    ck_assert(!memq_queue_closed(qa));
+    ck_assert_int_eq(atomic_load(&la.collapses), 0);
+    int expected = 10 * (atomic_load(&la.freed) + 1);
+    ck_assert_uint_eq(memq_queue_len(qa), (size_t)(10 - atomic_load(&la.freed)));
+    item *it;
+    while ((it = memq_queue_pop(qa)) != NULL) {
+        ck_assert_int_eq(it->id, expected);
+        expected += 10;
+        free(it);
+    }
+    ck_assert_int_eq(expected, 110);
+
+    item *more = item_new(200);
+    ck_assert_int_eq(memq_queue_push(qa, more, 10), 0);
+    memq_queue_free(qa);
+    memq_queue_free(qb);
+    memq_account_unref(a);
+    memq_account_unref(b);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_drop_oldest_alone_frees_oldest_first_until_low_water)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(10 * MIB, 5 * MIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_DROP_OLDEST, &l);
+
+    for (int i = 0; i < 12; i++) {
+        fake_clock_set(&clock, (memq_time)(100 + i));
+        push_ok(q, i, MIB);
+    }
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+    ck_assert_uint_le(memq_tracker_used(t), 5 * MIB);
+    /* 12 MiB and a few nodes down to 5 MiB: exactly 8 items had to go. */
+    ck_assert_int_eq(atomic_load(&l.freed), 8);
+    for (int i = 0; i < 8; i++)
+        ck_assert_int_eq(l.order[i], i);
+    ck_assert_uint_eq(memq_queue_len(q), 4);
+    ck_assert(!memq_queue_closed(q));
+    memq_queue_free(q);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_equally_old_drop_oldest_queues_still_make_progress)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(10 * MIB, 5 * MIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *a = account_make(t), *b = account_make(t);
+    ledger la = {0}, lb = {0};
+    memq_queue *qa = queue_make(a, MEMQ_QUEUE_DROP_OLDEST, &la);
+    memq_queue *qb = queue_make(b, MEMQ_QUEUE_DROP_OLDEST, &lb);
+
+    fake_clock_set(&clock, 42); /* a coarse clock: every stamp is the same */
+    for (int i = 0; i < 6; i++) {
+        push_ok(qa, i, MIB);
+        push_ok(qb, i, MIB);
+    }
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+    ck_assert_uint_le(memq_tracker_used(t), 5 * MIB);
+    ck_assert_int_gt(atomic_load(&la.freed) + atomic_load(&lb.freed), 0);
+    memq_queue_free(qa);
+    memq_queue_free(qb);
+    memq_account_unref(a);
+    memq_account_unref(b);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* ======================================================================
+ * Producer, consumer and the reclaim thread
+ * ====================================================================== */
+
+typedef struct race {
+    memq_queue *q;
+    atomic_bool stop;
+    atomic_bool producer_done;
+    pthread_t main_thread;
+    atomic_long pushed, refused, popped, freed_by_reclaim, freed_at_end;
+    atomic_long misuses; /* an item freed twice, or freed after a pop */
+    atomic_int collapses;
+    atomic_uint_fast8_t *state; /* per item: 0 unused, 1 queued, 2 gone */
+    bool paced;                 /* COLLAPSE run: see race_consumer() */
+    atomic_bool stalled;
+    double stall_after;
+    struct timespec start;
+    long capacity;
+} race;
+
+static void race_free_item(void *p, void *ctx)
+{
+    race *r = ctx;
+    item *it = p;
+    /* A double free, or freeing an item that was popped, shows here.
+     * (Counted, not asserted: Check's assertions are slow in hot loops.) */
+    if (atomic_exchange(&r->state[it->id], 2) != 1)
+        atomic_fetch_add(&r->misuses, 1);
+    /* Only the reclaim thread and memq_queue_free() on the main thread
+     * free items. */
+    if (pthread_equal(pthread_self(), r->main_thread))
+        atomic_fetch_add(&r->freed_at_end, 1);
+    else
+        atomic_fetch_add(&r->freed_by_reclaim, 1);
+    free(it);
+}
+
+static void race_collapse(void *ctx)
+{
+    race *r = ctx;
+    atomic_fetch_add(&r->collapses, 1);
+}
+
+static double seconds_since(const struct timespec *start)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - start->tv_sec) + (double)(now.tv_nsec - start->tv_nsec) / 1e9;
+}
+
+static void nap_us(long us)
+{
+    struct timespec nap = {0, us * 1000};
+    nanosleep(&nap, NULL);
+}
+
+static void *race_producer(void *arg)
+{
+    race *r = arg;
+    for (long id = 0; id < r->capacity && !atomic_load(&r->stop); id++) {
+        item *it = malloc(sizeof *it);
+        it->id = (int)id;
+        atomic_store(&r->state[id], 1);
+        int rc = memq_queue_push(r->q, it, 16 * KIB);
+        if (rc == 0) {
+            atomic_fetch_add(&r->pushed, 1);
+        } else {
+            ck_assert_int_eq(rc, MEMQ_ECLOSED);
+            atomic_store(&r->state[id], 2);
+            atomic_fetch_add(&r->refused, 1);
+            free(it);
+            break; /* a collapsed queue takes nothing more */
+        }
+        if (r->paced) {
+            /* While the reader keeps up, stay well under the quota. */
+            while (!atomic_load(&r->stalled) && memq_queue_len(r->q) > 64 &&
+                   !atomic_load(&r->stop))
+                nap_us(50);
+            if (id % 16 == 0)
+                nap_us(50);
+        } else if (id % 16 == 0) {
+            sched_yield();
+        }
+    }
+    atomic_store(&r->producer_done, true);
+    return NULL;
+}
+
+static void *race_consumer(void *arg)
+{
+    race *r = arg;
+
+    while (!atomic_load(&r->stop)) {
+        /* Unpaced: at most 16 items a millisecond, far slower than the
+         * producer even under a sanitizer, so the queue grows and is
+         * reclaimed again and again.  Paced: keeps up for a while, then
+         * stalls like a client that stops reading. */
+        bool stalled = !r->paced || seconds_since(&r->start) > r->stall_after;
+        atomic_store(&r->stalled, stalled);
+        int batch = stalled ? (r->paced ? 1 : 16) : 1000000;
+        for (int i = 0; i < batch; i++) {
+            item *it = memq_queue_pop(r->q);
+            if (!it)
+                break;
+            if (atomic_exchange(&r->state[it->id], 2) != 1)
+                atomic_fetch_add(&r->misuses, 1);
+            atomic_fetch_add(&r->popped, 1);
+            free(it);
+        }
+        nap_us(r->paced && !stalled ? 20 : 1000);
+    }
+    return NULL;
+}
+
+static void race_run(int policy, double seconds)
+{
+    memq_tracker *t = tracker_make(4 * MIB, 3 * MIB, 16 * KIB, MEMQ_RECLAIM_THREAD, NULL);
+    memq_account *a = account_make(t);
+    race r = {0};
+    pthread_t producer, consumer;
+
+    r.capacity = 8000000;
+    r.main_thread = pthread_self();
+    r.paced = policy == MEMQ_QUEUE_COLLAPSE;
+    r.stall_after = seconds / 2;
+    r.state = calloc((size_t)r.capacity, sizeof *r.state);
+    ck_assert_ptr_nonnull(r.state);
+    ck_assert_int_eq(memq_queue_new(a, policy, race_free_item, race_collapse, &r, &r.q), 0);
+    clock_gettime(CLOCK_MONOTONIC, &r.start);
+    ck_assert_int_eq(pthread_create(&producer, NULL, race_producer, &r), 0);
+    ck_assert_int_eq(pthread_create(&consumer, NULL, race_consumer, &r), 0);
+    while (seconds_since(&r.start) < seconds && !atomic_load(&r.producer_done))
+        nap_us(10000);
+    atomic_store(&r.stop, true);
+    pthread_join(producer, NULL);
+    pthread_join(consumer, NULL);
+
+    memq_queue_free(r.q); /* waits for a running reclaim callback */
+    long pushed = atomic_load(&r.pushed), popped = atomic_load(&r.popped);
+    long freed_by_reclaim = atomic_load(&r.freed_by_reclaim);
+    long freed_at_end = atomic_load(&r.freed_at_end);
+    long refused = atomic_load(&r.refused), misuses = atomic_load(&r.misuses);
+    int collapses = atomic_load(&r.collapses);
+
+    ck_assert_int_eq(pushed, popped + freed_by_reclaim + freed_at_end);
+    ck_assert_int_gt(freed_by_reclaim, 0); /* reclamation really raced */
+    ck_assert_int_gt(popped, 0);
+    long lost = 0;
+    for (long id = 0; id < r.capacity; id++)
+        lost += atomic_load(&r.state[id]) == 1;
+    ck_assert_int_eq(lost, 0);
+    ck_assert_int_eq(misuses, 0);
+    if (policy == MEMQ_QUEUE_COLLAPSE) {
+        ck_assert_int_eq(collapses, 1);
+        ck_assert_int_eq(refused, 1);
+    } else {
+        ck_assert_int_eq(collapses, 0);
+        ck_assert_int_eq(refused, 0);
+    }
+
+    memq_stats st;
+    memq_tracker_stats(t, &st);
+    ck_assert_uint_gt(st.episodes, 0);
+    free(r.state);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+
+START_TEST(test_producer_consumer_and_reclaim_thread_lose_and_double_free_nothing_dropping_oldest)
+{
+    race_run(MEMQ_QUEUE_DROP_OLDEST, 2.5);
+}
+END_TEST
+
+START_TEST(test_producer_consumer_and_reclaim_thread_lose_and_double_free_nothing_collapsing)
+{
+    race_run(MEMQ_QUEUE_COLLAPSE, 2.5);
+}
+END_TEST
+
+/* ======================================================================
+ * The suite
+ * ====================================================================== */
+
+static Suite *queue_suite(void)
+{
+    Suite *s = suite_create("queue");
+    TCase *basics = tcase_create("basics");
+    TCase *collapse = tcase_create("collapse");
+    TCase *drop = tcase_create("drop_oldest");
+    TCase *threads = tcase_create("threads");
+
+    tcase_add_test(basics, test_queue_new_rejects_null_arguments_and_unknown_policies);
+    tcase_add_test(basics, test_queue_new_on_a_collapsed_account_fails_with_eclosed);
+    tcase_add_test(basics, test_queue_new_after_tracker_shutdown_fails_with_eshutdown);
+    tcase_add_test(basics, test_items_pop_in_the_order_they_were_pushed);
+    tcase_add_test(basics, test_push_claims_the_cost_plus_a_fixed_overhead_and_pop_releases_it);
+    tcase_add_test(basics,
+                   test_push_with_an_overflowing_cost_fails_and_leaves_the_item_with_the_caller);
+    tcase_add_test(basics, test_push_pop_of_19_items_leaves_at_most_two_caches_tracked);
+    tcase_add_test(basics, test_queue_free_frees_the_remaining_items_with_free_item);
+    tcase_add_test(basics, test_queue_on_an_unlimited_tracker_counts_and_never_collapses);
+    suite_add_tcase(s, basics);
+
+    tcase_add_test(collapse,
+                   test_reclaimed_collapse_queue_holds_nothing_refuses_pushes_and_calls_its_hook_once);
+    tcase_add_test(collapse, test_on_collapse_may_free_the_queue);
+    tcase_add_test(collapse,
+                   test_on_collapse_may_free_the_queue_and_drop_the_last_account_reference);
+    tcase_add_test(collapse, test_queue_whose_account_was_unreffed_collapses_at_its_next_push);
+    tcase_add_test(collapse, test_queue_whose_account_was_unreffed_collapses_at_its_next_pop);
+    tcase_add_test(collapse, test_queue_collapses_at_its_next_push_after_tracker_shutdown);
+    tcase_add_test(collapse, test_the_account_with_the_oldest_head_item_is_reclaimed_first);
+    tcase_add_test(collapse, test_popping_the_head_makes_the_next_items_stamp_the_queues_age);
+    suite_add_tcase(s, collapse);
+
+    tcase_add_test(drop,
+                   test_drop_oldest_frees_exactly_the_items_older_than_the_next_candidate_oldest_first);
+    tcase_add_test(drop, test_drop_oldest_alone_frees_oldest_first_until_low_water);
+    tcase_add_test(drop, test_equally_old_drop_oldest_queues_still_make_progress);
+    suite_add_tcase(s, drop);
+
+    tcase_set_timeout(threads, 60);
+    tcase_add_test(threads,
+                   test_producer_consumer_and_reclaim_thread_lose_and_double_free_nothing_dropping_oldest);
+    tcase_add_test(threads,
+                   test_producer_consumer_and_reclaim_thread_lose_and_double_free_nothing_collapsing);
+    suite_add_tcase(s, threads);
+    return s;
+}
+
+int main(void)
+{
+    SRunner *sr = srunner_create(queue_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}

@@ -1,0 +1,77 @@
+/*
+ * container_helpers.h - small helpers shared by check_queue.c and
+ * check_buf.c: a fake clock, tracker set-up, and manual reclamation.
+ */
+#ifndef CONTAINER_HELPERS_H
+#define CONTAINER_HELPERS_H
+
+#include <memquota.h>
+
+#include <check.h>
+#include <stdatomic.h>
+
+#define KIB ((size_t)1024)
+#define MIB ((size_t)1024 * 1024)
+
+/* A clock the test moves by hand.  Thread-safe, as the contract asks. */
+typedef struct fake_clock {
+    _Atomic memq_time now;
+} fake_clock;
+
+static inline memq_time fake_clock_read(void *ctx)
+{
+    fake_clock *c = ctx;
+    return atomic_load(&c->now);
+}
+
+static inline void fake_clock_set(fake_clock *c, memq_time now)
+{
+    atomic_store(&c->now, now);
+}
+
+/* A tracker with explicit marks.  clock may be NULL (the real clock). */
+static inline memq_tracker *tracker_make(size_t max, size_t low_water, size_t cache_max,
+                                         memq_reclaim_mode mode, fake_clock *clock)
+{
+    memq_config cfg;
+    memq_tracker *t = NULL;
+
+    memq_config_init(&cfg);
+    cfg.max = max;
+    cfg.low_water = low_water;
+    cfg.cache_max = cache_max;
+    cfg.reclaim_mode = mode;
+    if (clock) {
+        cfg.clock = fake_clock_read;
+        cfg.clock_ctx = clock;
+    }
+    ck_assert_int_eq(memq_tracker_new(&t, &cfg), 0);
+    ck_assert_ptr_nonnull(t);
+    return t;
+}
+
+static inline memq_account *account_make(memq_tracker *t)
+{
+    memq_account *a = NULL;
+    ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
+    return a;
+}
+
+/* Run manual reclamation until the episode is over; returns the last code.
+ * Bounded, so that a tracker that never finishes fails the test instead of
+ * hanging it. */
+static inline int reclaim_until_done(memq_tracker *t)
+{
+    int rc = MEMQ_EAGAIN;
+    for (int i = 0; i < 10000 && rc == MEMQ_EAGAIN; i++)
+        rc = memq_tracker_reclaim(t);
+    return rc;
+}
+
+/* An on_collapse hook that counts its calls in an atomic int. */
+static inline void count_collapse(void *ctx)
+{
+    atomic_fetch_add((atomic_int *)ctx, 1);
+}
+
+#endif /* CONTAINER_HELPERS_H */
