@@ -148,8 +148,12 @@ typedef struct memq_config {
      * thread whose claim (or memq_tracker_reconfigure() call) crossed max,
      * with no lock held.  It must only schedule work (event_active(), a
      * write to a pipe).  Re-armed when an episode ends or a reclaim call
-     * finds used <= max.  Also called in thread mode, where it is only
-     * informative. */
+     * finds used <= max.  After an episode that stopped with nothing
+     * reclaimable left, the next one starts only at a true crossing (used
+     * back at or below max, then above) or once used has grown by a quarter
+     * of max - low_water, so that a tracker stuck above max does not sweep
+     * its accounts at every claim.  Also called in thread mode, where it is
+     * only informative. */
     void (*wakeup)(void *ctx);
     void *wakeup_ctx;
     /* Diagnostics: one line, no newline, level MEMQ_LOG_*. */

@@ -174,6 +174,7 @@ struct memq_tracker {
      * used <= max, which re-arms the wakeup. */
     bool wanted;
     uint64_t crossed_ns; /* real clock, when wanted rose */
+    size_t retry_above;  /* after an unreclaimable stop, see check_crossing */
     int notify_fd;      /* timerfd: readable when reclaim has work */
     int64_t notify_at;  /* 0: disarmed, 1: now, else ns from arming */
 
@@ -206,10 +207,11 @@ void memq__notify(memq_tracker *t, int64_t delay_ns);
 /* Add to/subtract from the counted total, under the lock. */
 void memq__used_add(memq_tracker *t, size_t n);
 void memq__used_sub(memq_tracker *t, size_t n);
-/* Under the lock: used > max and nothing announced yet?  Marks the need
- * for reclamation (fd, thread) and returns true if cfg.wakeup must be
- * called once the lock is dropped. */
-bool memq__check_crossing(memq_tracker *t);
+/* Under the lock, after `added` bytes were charged (0: an explicit
+ * reconfiguration): does used > max start reclamation now?  If so, marks
+ * the need (fd, thread) and returns true if cfg.wakeup must be called once
+ * the lock is dropped. */
+bool memq__check_crossing(memq_tracker *t, size_t added);
 void memq__log(const memq_tracker *t, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Count one misuse; under the lock.  Returns true the first time, when

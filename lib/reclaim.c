@@ -496,9 +496,11 @@ static void episode_end(memq_tracker *t, bool reached, reclaim_log *log)
              used_of(t), t->cfg.low_water, ns / 1000);
     } else {
         t->stats.unreclaimable_events++;
+        size_t used = used_of(t), step = (t->cfg.max - t->cfg.low_water) / 4;
+        t->retry_above = used > SIZE_MAX - step ? SIZE_MAX : used + step;
         note(log, MEMQ_LOG_WARN,
              "reclamation stopped with nothing reclaimable left: used %zu, low water %zu, max "
-             "%zu; retrying at the next crossing",
+             "%zu; retrying at the next crossing or after growth of a quarter of the band",
              used_of(t), t->cfg.low_water, t->cfg.max);
     }
     memq__episode_clear(t);

@@ -98,12 +98,24 @@ void memq__notify(memq_tracker *t, int64_t delay_ns)
         t->notify_at = delay_ns;
 }
 
-bool memq__check_crossing(memq_tracker *t)
+/*
+ * After an episode stopped with nothing reclaimable left, used may stay
+ * above max.  Starting a new episode at every later claim would sweep
+ * every account again and again for nothing, so the next episode waits
+ * for a true crossing (used back at or below max, then above it) or for
+ * used to grow by a quarter of the hysteresis band: new memory that may
+ * be reclaimable.
+ */
+bool memq__check_crossing(memq_tracker *t, size_t added)
 {
     if (t->unlimited || t->shutdown || t->wanted)
         return false;
-    if (atomic_load_explicit(&t->used, memory_order_relaxed) <= t->cfg.max)
+    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
+    if (used <= t->cfg.max)
         return false;
+    if (t->retry_above != 0 && added != 0 && used - added > t->cfg.max && used < t->retry_above)
+        return false;
+    t->retry_above = 0;
     t->wanted = true;
     t->crossed_ns = memq__real_ns();
     memq__notify(t, 1);
@@ -248,7 +260,7 @@ int memq_tracker_reconfigure(memq_tracker *t, const memq_config *cfg)
         return MEMQ_ESHUTDOWN;
     }
     t->cfg = resolved;
-    bool wake = memq__check_crossing(t);
+    bool wake = memq__check_crossing(t, 0);
     void (*wakeup)(void *) = t->cfg.wakeup;
     void *ctx = t->cfg.wakeup_ctx;
     memq__unlock(t);

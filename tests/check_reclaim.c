@@ -916,6 +916,26 @@ START_TEST(test_next_crossing_after_an_unreclaimable_episode_starts_a_new_episod
 }
 END_TEST
 
+/* max 300, low 200: a quarter of the band is 25 bytes.  Claims that keep
+ * use above max after a stop do not sweep again until use grows by that. */
+START_TEST(test_claims_above_max_after_an_unreclaimable_episode_wait_for_growth)
+{
+    fake_world w;
+    fake_part a, b;
+    setup_unreclaimable(&w, &a, &b);
+    ck_assert_int_eq(world_reclaim(&w), 0); /* stops at 400 */
+    ck_assert_int_eq(atomic_load(&w.wakeups), 1);
+    ck_assert_int_eq(part_claim_at(&a, 10, AT(300)), 0); /* 410 */
+    ck_assert_int_eq(part_claim_at(&a, 10, AT(300)), 0); /* 420 */
+    ck_assert_int_eq(atomic_load(&w.wakeups), 1);
+    ck_assert(!fd_readable(memq_tracker_fd(w.t)));
+    ck_assert_int_eq(part_claim_at(&a, 10, AT(300)), 0); /* 430 >= 425 */
+    ck_assert_int_eq(atomic_load(&w.wakeups), 2);
+    ck_assert(fd_readable(memq_tracker_fd(w.t)));
+    world_teardown(&w);
+}
+END_TEST
+
 START_TEST(test_tracker_recovers_after_an_unreclaimable_episode)
 {
     fake_world w;
@@ -1372,6 +1392,7 @@ int main(void)
     tcase_add_test(tc, test_log_callback_may_call_the_library);
     tcase_add_test(tc, test_next_crossing_after_an_unreclaimable_episode_starts_a_new_episode);
     tcase_add_test(tc, test_tracker_recovers_after_an_unreclaimable_episode);
+    tcase_add_test(tc, test_claims_above_max_after_an_unreclaimable_episode_wait_for_growth);
     suite_add_tcase(s, tc);
 
     tc = test_case("wakeup_and_fd");
