@@ -117,7 +117,7 @@ MEMQ_EXPORT int memq_parse_size(const char *text, size_t *out);
  * memory.limit_in_bytes), L, it is 75% of L up to 8 GiB of L, plus 40% of
  * whatever L exceeds 8 GiB, capped at 8 GiB of quota.  The result never
  * decreases as L grows (see doc/auto-max.md for a table).  Returns 0 if
- * neither source can be read. */
+ * neither source gives a limit. */
 MEMQ_EXPORT size_t memq_auto_max(void);
 
 /* ======================================================================
@@ -210,12 +210,14 @@ MEMQ_EXPORT int memq_tracker_new(memq_tracker **out, const memq_config *cfg);
  * inside memq_tracker_reclaim().  Ignores NULL. */
 MEMQ_EXPORT void memq_tracker_free(memq_tracker *t);
 
-/* Apply a new configuration: marks and callbacks take effect at once;
- * lowering max below the current use starts reclamation (calling wakeup as
- * a crossing claim would).  A new cache_max applies to each participation
- * from its next refill.  reclaim_mode cannot change, nor can max switch to
- * or from MEMQ_UNLIMITED.  Returns 0; MEMQ_EINVAL for NULL arguments or a
- * rejected configuration (nothing changes); MEMQ_ESHUTDOWN. */
+/* Apply a new configuration: marks, budgets, timeouts and the wakeup and
+ * log callbacks take effect at once; lowering max below the current use
+ * starts reclamation (calling wakeup as a crossing claim would).  A new
+ * cache_max applies to each participation from its next refill.
+ * reclaim_mode and the clock (clock, clock_ctx) cannot change, nor can max
+ * switch to or from MEMQ_UNLIMITED.  Returns 0; MEMQ_EINVAL for NULL
+ * arguments or a rejected configuration (nothing changes, the reason goes
+ * to cfg->log); MEMQ_ESHUTDOWN. */
 MEMQ_EXPORT int memq_tracker_reconfigure(memq_tracker *t, const memq_config *cfg);
 
 /* Bytes currently counted: everything claimed plus the participations'
@@ -227,7 +229,13 @@ MEMQ_EXPORT size_t memq_tracker_used(const memq_tracker *t);
 MEMQ_EXPORT memq_time memq_tracker_now(const memq_tracker *t);
 
 /* Do reclamation work now, for at most about reclaim_budget_us of real
- * time.  An episode runs across calls until used <= low_water.
+ * time.  An episode runs across calls until used <= low_water.  The budget
+ * is checked between steps, and every call does at least one: a step is
+ * one account's batch of oldest callbacks, one reclaim callback, or, once
+ * per episode, building the candidate heap (linear in accounts, no
+ * callbacks), so a slow callback or a very large tracker can overrun it.
+ * Each episode asks every account holding memory for its age once before
+ * choosing its first victim.
  * Returns 0 when nothing more is needed: used <= max and no episode runs,
  * or the episode just ended (at low water, or stopped because nothing
  * reclaimable was left: logged and counted as an unreclaimable event).
@@ -243,15 +251,16 @@ MEMQ_EXPORT int memq_tracker_reclaim(memq_tracker *t);
 /* A descriptor, owned by the tracker, that is readable exactly when
  * memq_tracker_reclaim() has work to do: from the crossing of max until the
  * episode ends, except while the episode only waits for PENDING answers;
- * then it becomes readable again when an answer arrives or the earliest
- * answer times out.  Poll it for reading (epoll, libevent EV_READ|
+ * then it becomes readable again when an answer arrives or is abandoned,
+ * when the earliest answer times out, or when a new claim charges the
+ * tracker (the answers may no longer be enough).  Poll it for reading (epoll, libevent EV_READ|
  * EV_PERSIST); never read it yourself.  Returns the descriptor, or
  * MEMQ_EINVAL for NULL. */
 MEMQ_EXPORT int memq_tracker_fd(memq_tracker *t);
 
 typedef struct memq_stats {
     size_t used;                   /* as memq_tracker_used() */
-    size_t peak;                   /* highest used ever */
+    size_t peak;                   /* highest used ever (unlimited: = used) */
     size_t max, low_water;         /* the marks in force */
     size_t accounts;               /* open accounts */
     size_t participants;           /* registered participations */
@@ -259,7 +268,9 @@ typedef struct memq_stats {
     uint64_t accounts_reclaimed;   /* victims: accounts sent a reclaim round */
     uint64_t accounts_collapsed;   /* accounts closed by a COLLAPSING answer or timeout */
     uint64_t partial_reclaims;     /* PARTIAL answers */
-    uint64_t bytes_reclaimed;      /* claims the victims gave up, measured */
+    /* Claims the victims gave up, measured over each round, plus what an
+     * account claimed when a late answer or a timeout collapses it. */
+    uint64_t bytes_reclaimed;
     uint64_t reclaim_ns_total;     /* real time spent in reclamation */
     uint64_t episode_ns_max;       /* longest episode, crossing to end */
     uint64_t unreclaimable_events; /* episodes stopped with nothing left to reclaim */
@@ -382,8 +393,10 @@ MEMQ_EXPORT int memq_participant_register(memq_account *a, const memq_participan
  * served from the participation's cache with no lock and no atomic
  * read-modify-write.  Returns 0; MEMQ_ECLOSED once the account is closed;
  * MEMQ_ESHUTDOWN after memq_tracker_free() (it wins over MEMQ_ECLOSED);
- * MEMQ_EOVERFLOW if a total would overflow size_t; MEMQ_EINVAL for NULL or
- * a freed participation.  A claim of 0 bytes only checks these. */
+ * MEMQ_EOVERFLOW if a total would overflow size_t; MEMQ_EINVAL for NULL,
+ * or for a freed participation while the library still holds its memory
+ * (using a freed handle is otherwise undefined).  A claim of 0 bytes only
+ * checks these. */
 MEMQ_EXPORT int memq_claim(memq_participation *p, size_t n);
 
 /* Report that the participant freed n bytes.  Cannot fail: releasing more
@@ -396,7 +409,8 @@ MEMQ_EXPORT void memq_release(memq_participation *p, size_t n);
  * on another thread, this waits for it (so do not call it holding a lock
  * your callbacks take); it may be called from the participant's own
  * callback.  A PENDING answer is abandoned.  Ignores NULL; a second free
- * is counted as misuse while detectable. */
+ * is counted as misuse while the library still holds the memory (for
+ * example during a callback), and is undefined otherwise. */
 MEMQ_EXPORT void memq_participation_free(memq_participation *p);
 
 /* Complete a MEMQ_RECLAIM_PENDING answer with MEMQ_RECLAIMED_PARTIAL or

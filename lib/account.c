@@ -120,6 +120,7 @@ int memq_account_new(memq_tracker *t, memq_account *parent, memq_account **out)
     a->magic = MEMQ_MAGIC_ACCOUNT;
     a->refs = 1;
     a->tracker = t;
+    a->oldest_seen = MEMQ_TIME_MAX;
 
     int rc = 0;
     memq__lock(t);

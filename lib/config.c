@@ -93,7 +93,7 @@ int memq__config_resolve(const memq_config *cfg, memq_config *out, char *buf, si
     if (c.cache_max > (SIZE_MAX / 4) || c.max - c.low_water < 4 * c.cache_max)
         return reject(buf, len, "cache_max: max - low_water (%zu) must be at least "
                                 "4 * cache_max (%zu), or caches eat the hysteresis band",
-                      c.max - c.low_water, c.cache_max);
+                      c.max - c.low_water, c.cache_max <= SIZE_MAX / 4 ? 4 * c.cache_max : SIZE_MAX);
     *out = c;
     return 0;
 }
@@ -320,7 +320,7 @@ size_t memq__auto_max_at(const char *root)
 {
     uint64_t total = meminfo_total(root);
     uint64_t cg = cgroup_limit(root);
-    uint64_t limit = total < cg ? total : cg;
+    uint64_t limit = total != 0 && total < cg ? total : cg;
     if (limit == 0 || limit == UINT64_MAX)
         return 0;
     return memq__auto_max_from(limit);

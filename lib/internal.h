@@ -96,7 +96,7 @@ struct memq_account {
     memq_account_list *parents, *children;
     memq_participation *participants; /* doubly linked, NULL-terminated */
     size_t charged;           /* sum of the participants' charged */
-    memq_time oldest_seen;    /* as last reported to reclamation; 0: never */
+    memq_time oldest_seen;    /* as last reported to reclamation, or MEMQ_TIME_MAX */
     uint64_t visit;           /* traversal mark (t->visit) */
     uint32_t pins;            /* participation structs that point here */
     /* Gave nothing back in this episode (episode numbers mod 2^32: a wrap
@@ -138,6 +138,7 @@ typedef struct memq_episode {
     /* The round in progress: the victim's and descendants' participations. */
     bool round_active;
     bool round_progress; /* something was freed, collapsed or deferred */
+    bool generation_progress; /* some round progressed since the heap was built */
     memq_candidate victim;
     memq_reclaim_request request;
     size_t round_claimed_before;
@@ -193,6 +194,7 @@ struct memq_tracker {
 
     memq_stats stats; /* counters; used/peak/max/... filled on read */
     bool misuse_logged;
+    const char *misuse_note; /* a first misuse seen under the lock, to log */
 };
 
 /* ---- tracker.c ---- */

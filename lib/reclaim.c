@@ -335,28 +335,34 @@ static void start_round(memq_tracker *t, memq_candidate victim, memq_time older_
     t->stats.accounts_reclaimed++;
 }
 
-/* Close p's account as collapsed (a COLLAPSING answer or a timeout). */
-static void collapse(memq_tracker *t, memq_participation *p)
+/* Close p's account as collapsed (a COLLAPSING answer or a timeout).
+ * Within a round the round measures what it freed; outside one (a late
+ * answer, a timeout) what the account claimed is counted here. */
+static void collapse(memq_tracker *t, memq_participation *p, bool measure)
 {
     memq_account *a = p->account;
     if (a->closed)
         return;
+    if (measure)
+        for (memq_participation *q = a->participants; q != NULL; q = q->next)
+            t->stats.bytes_reclaimed += atomic_load_explicit(&q->claimed, memory_order_relaxed);
     t->stats.accounts_collapsed++;
     t->ep.round_progress = true;
     memq__account_close(a);
 }
 
-static void answer(memq_tracker *t, memq_participation *p, int st)
+static void answer(memq_tracker *t, memq_participation *p, int st, bool measure)
 {
     switch (st) {
     case MEMQ_RECLAIMED_COLLAPSING:
-        collapse(t, p);
+        collapse(t, p, measure);
         break;
     case MEMQ_RECLAIMED_PARTIAL:
         t->stats.partial_reclaims++;
         break;
     default:
-        memq__misuse_locked(t);
+        if (memq__misuse_locked(t))
+            t->misuse_note = "misuse: a reclaim answer was neither PARTIAL nor COLLAPSING";
         t->stats.partial_reclaims++;
         break;
     }
@@ -369,7 +375,7 @@ static void add_pending(memq_tracker *t, memq_participation *p, memq_time now)
         size_t cap = ep->pending_cap ? ep->pending_cap * 2 : 8;
         memq_pending *items = realloc(ep->pending, cap * sizeof *items);
         if (items == NULL) {
-            collapse(t, p); /* cannot wait for it: treat as timed out */
+            collapse(t, p, false); /* cannot wait for it: treat as timed out */
             return;
         }
         ep->pending = items;
@@ -396,6 +402,11 @@ void memq__episode_forget(memq_tracker *t, memq_participation *p)
     for (size_t i = 0; i < t->ep.pending_n; i++)
         if (t->ep.pending[i].p == p) {
             remove_pending(t, i);
+            /* An episode sleeping on this answer must look again. */
+            if (t->ep.waiting) {
+                t->ep.waiting = false;
+                memq__notify(t, 1);
+            }
             return;
         }
 }
@@ -423,7 +434,7 @@ static void round_step(memq_tracker *t, memq_time *now)
         /* It freed itself from its callback; a collapse still closes its
          * account. */
         if (st == MEMQ_RECLAIMED_COLLAPSING)
-            collapse(t, p);
+            collapse(t, p, false);
         return;
     }
     if (atomic_load_explicit(&p->closed, memory_order_relaxed))
@@ -431,7 +442,7 @@ static void round_step(memq_tracker *t, memq_time *now)
     if (st == MEMQ_RECLAIM_PENDING)
         add_pending(t, p, *now);
     else
-        answer(t, p, st);
+        answer(t, p, st, false);
 }
 
 static void round_finish(memq_tracker *t)
@@ -442,6 +453,7 @@ static void round_finish(memq_tracker *t)
         t->stats.bytes_reclaimed += ep->round_claimed_before - after;
         ep->round_progress = true;
     }
+    ep->generation_progress |= ep->round_progress;
     memq_account *a = lookup(t, ep->victim.id);
     if (a != NULL) {
         if (ep->round_progress)
@@ -466,6 +478,7 @@ void memq__episode_clear(memq_tracker *t)
         remove_pending(t, ep->pending_n - 1);
     ep->heap_n = 0;
     ep->heap_built = false;
+    ep->generation_progress = false;
     ep->chosen = false;
     ep->round_active = false;
     ep->active = false;
@@ -532,7 +545,7 @@ static void expire_pending(memq_tracker *t, memq_time now, reclaim_log *log)
         /* Hold p: closing its account forgets the pending entry. */
         p->refs++;
         remove_pending(t, i);
-        collapse(t, p);
+        collapse(t, p, true);
         memq__participation_unref(p);
     }
 }
@@ -609,6 +622,13 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
                     continue;
                 if (ep->pending_n > 0)
                     return wait_pending(t, now);
+                if (ep->generation_progress) {
+                    /* Look at everything again: an account may have
+                     * started claiming from its cache since its check. */
+                    ep->generation_progress = false;
+                    ep->heap_built = false;
+                    continue;
+                }
                 episode_end(t, false, log);
                 return 0;
             }
@@ -649,6 +669,10 @@ int memq_tracker_reclaim(memq_tracker *t)
     int rc = run(t, &b, &log);
     t->reclaiming = false;
     t->stats.reclaim_ns_total += memq__real_ns() - start;
+    if (t->misuse_note != NULL) {
+        note(&log, MEMQ_LOG_WARN, "%s", t->misuse_note);
+        t->misuse_note = NULL;
+    }
     void (*fn)(void *, int, const char *) = t->cfg.log;
     void *ctx = t->cfg.log_ctx;
     t->refs--;
@@ -669,14 +693,18 @@ void memq_reclaim_done(memq_participation *p, memq_reclaim_status st)
     memq__lock(t);
     if (!p->freed && p->pending) {
         memq__episode_forget(t, p);
-        answer(t, p, answer_st);
+        answer(t, p, answer_st, true);
         t->ep.waiting = false;
         memq__notify(t, 1);
         pthread_cond_broadcast(&t->cond);
     } else if (!p->freed && t->in_callback == p) {
         p->early_answer = (signed char)answer_st;
     }
+    const char *misuse = t->misuse_note;
+    t->misuse_note = NULL;
     memq__unlock(t);
+    if (misuse != NULL)
+        memq__log(t, MEMQ_LOG_WARN, "%s", misuse);
 }
 
 /* ======================================================================

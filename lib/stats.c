@@ -166,7 +166,7 @@ static void text_account(FILE *f, const dump *d, const dump_account *a, int dept
         put_quoted(f, a->name, true);
     }
     fprintf(f, ": used %zu, participants %" PRIu32, a->used, a->participants);
-    if (a->used > 0 && a->oldest != 0)
+    if (a->used > 0 && a->oldest != MEMQ_TIME_MAX)
         fprintf(f, ", oldest data %.3f s old", age_s(d, a));
     fputc('\n', f);
     for (uint32_t i = 0; i < a->nchildren; i++) {
@@ -222,7 +222,7 @@ static void dump_json(FILE *f, const dump *d)
             fprintf(f, "%s%" PRIu64, j ? "," : "", a->parents[j]);
         fprintf(f, "],\"used\":%zu,\"participants\":%" PRIu32 ",\"oldest_age_s\":", a->used,
                 a->participants);
-        if (a->used > 0 && a->oldest != 0)
+        if (a->used > 0 && a->oldest != MEMQ_TIME_MAX)
             fprintf(f, "%.3f}", age_s(d, a));
         else
             fputs("null}", f);
@@ -285,7 +285,7 @@ static void dump_prometheus(FILE *f, const dump *d)
     fputs("# HELP memq_account_oldest_age_seconds Age of an account's oldest data, as last "
           "reported to reclamation.\n# TYPE memq_account_oldest_age_seconds gauge\n", f);
     for (size_t i = 0; i < d->n; i++) {
-        if (d->accounts[i].used == 0 || d->accounts[i].oldest == 0)
+        if (d->accounts[i].used == 0 || d->accounts[i].oldest == MEMQ_TIME_MAX)
             continue;
         fputs("memq_account_oldest_age_seconds", f);
         account_labels(f, &d->accounts[i]);
