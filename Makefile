@@ -33,6 +33,7 @@ SHARED := $(LIBOUT)/libmemquota.so
 TEST_SRC := $(wildcard tests/check_*.c)
 TEST_BIN := $(TEST_SRC:tests/%.c=$(OUT)/tests/%)
 TEST_HDR := $(wildcard tests/*.h)
+MAN_PAGES := $(wildcard doc/man/*.3)
 
 .PHONY: all help check check-asan check-tsan install uninstall clean demo bench \
         deps-lib deps-check deps-demo readme-example
@@ -133,17 +134,20 @@ install: $(STATIC) $(SHARED)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR_INSTALL)|' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
 	    memquota.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/memquota.pc
+	install -d $(DESTDIR)$(MANDIR)/man3
+	install -m 644 $(MAN_PAGES) $(DESTDIR)$(MANDIR)/man3/
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/memquota.h $(DESTDIR)$(LIBDIR_INSTALL)/libmemquota.a \
 	      $(DESTDIR)$(LIBDIR_INSTALL)/libmemquota.so $(DESTDIR)$(LIBDIR_INSTALL)/$(SONAME) \
 	      $(DESTDIR)$(LIBDIR_INSTALL)/libmemquota.so.$(VERSION) $(DESTDIR)$(PKGCONFIGDIR)/memquota.pc
 	rm -rf $(DESTDIR)$(INCLUDEDIR)/memquota
+	rm -f $(addprefix $(DESTDIR)$(MANDIR)/man3/,$(notdir $(MAN_PAGES)))
 
 # Fragments owned by the parts they build; each may add targets run by
 # `make check` to CHECK_EXTRA.
 CHECK_EXTRA :=
-include $(wildcard examples/examples.mk tests/bench/bench.mk)
+include $(wildcard examples/examples.mk tests/bench/bench.mk doc/doc.mk tests/reliability.mk)
 ifeq ($(wildcard examples/examples.mk),)
 demo:
 	@echo "The demonstration daemon (examples/relayd) is not built yet; see issue 4."
