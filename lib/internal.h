@@ -33,6 +33,13 @@
 
 #define MEMQ_DEFAULT_CACHE_MAX ((size_t)16 * 1024)
 
+/* A participation's gate.  OPEN: claims may be served from the cache.
+ * CLOSED: its account closed or the tracker shut down; claims fail.
+ * OFFER: an episode found its account holding no claims (only cache); the
+ * next claim takes the slow path, which reopens the gate and offers the
+ * account to the episode again. */
+enum { MEMQ_GATE_OPEN = 0, MEMQ_GATE_CLOSED = 1, MEMQ_GATE_OFFER = 2 };
+
 /* ======================================================================
  * Participations
  * ====================================================================== */
@@ -49,9 +56,9 @@ struct memq_participation {
      * lock: set to 0 while the participation is asked to reclaim, so that
      * whatever it frees goes back to the tracker at once. */
     _Atomic size_t cache_limit;
-    /* Set under the lock when the account closes or the tracker shuts down;
-     * the fast path checks it so that claims fail promptly. */
-    _Atomic unsigned char closed;
+    /* MEMQ_GATE_*: written under the lock, read by the claim fast path,
+     * which serves a claim only while the gate is open. */
+    _Atomic unsigned char gate;
 
     /* memq_participation_free() was called.  Atomic: the reclaimer checks
      * it between the callbacks of a batch, without the lock. */
@@ -129,7 +136,6 @@ typedef struct memq_episode {
     bool active;
     bool heap_built;
     bool waiting;    /* the last call returned waiting for PENDING answers */
-    bool chosen;     /* victim is verified; the runner-up is being found */
     uint64_t number; /* episodes are numbered from 1 */
     uint64_t start_ns; /* real clock */
     memq_candidate *heap;
@@ -138,7 +144,6 @@ typedef struct memq_episode {
     /* The round in progress: the victim's and descendants' participations. */
     bool round_active;
     bool round_progress; /* something was freed, collapsed or deferred */
-    bool generation_progress; /* some round progressed since the heap was built */
     memq_candidate victim;
     memq_reclaim_request request;
     size_t round_claimed_before;
@@ -239,6 +244,10 @@ bool memq__account_valid(const memq_account *a);
 bool memq__account_walk(memq_account *a, void (*fn)(memq_account *, void *), void *arg);
 
 /* ---- participation.c ---- */
+static inline bool memq__closed(const memq_participation *p)
+{
+    return atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_CLOSED;
+}
 void memq__participation_unref(memq_participation *p);
 bool memq__participation_valid(const memq_participation *p);
 /* Forget p's charge (account closing or shutdown).  Under the lock. */

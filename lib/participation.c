@@ -105,7 +105,7 @@ int memq_claim(memq_participation *p, size_t n)
 {
     if (p != NULL) {
         size_t cache = p->cache;
-        if (n <= cache && !atomic_load_explicit(&p->closed, memory_order_relaxed)) {
+        if (n <= cache && atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OPEN) {
             p->cache = cache - n;
             publish_claimed(p, load(&p->claimed) + n);
             return 0;
@@ -151,10 +151,18 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
         log = memq__misuse_locked(t), rc = MEMQ_EINVAL;
     else if (t->shutdown)
         rc = MEMQ_ESHUTDOWN;
-    else if (atomic_load_explicit(&p->closed, memory_order_relaxed))
+    else if (memq__closed(p))
         rc = MEMQ_ECLOSED;
     else if (n > SIZE_MAX - claimed - p->cache)
         rc = MEMQ_EOVERFLOW; /* also: an unlimited participation's infinite cache ran out */
+    if (rc == 0 && atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OFFER &&
+        (n > 0 || !t->ep.active)) {
+        /* An episode saw this account with cache but no claims and
+         * dropped it; now that it claims, it is a candidate again. */
+        atomic_store_explicit(&p->gate, MEMQ_GATE_OPEN, memory_order_relaxed);
+        if (n > 0)
+            memq__episode_offer(t, a);
+    }
     if (rc == 0 && n > p->cache) {
         size_t need = n - p->cache;
         size_t refill = t->cfg.cache_max - t->cfg.cache_max / 4;
@@ -220,7 +228,7 @@ static SLOW void release_slow(memq_participation *p, size_t n)
             n = claimed;
         }
         store(&p->claimed, claimed - n);
-        if (atomic_load_explicit(&p->closed, memory_order_relaxed)) {
+        if (memq__closed(p)) {
             p->cache = 0; /* its charge was forgotten when it closed */
         } else {
             size_t cache = p->cache + n;
@@ -254,7 +262,7 @@ void memq__participation_close(memq_participation *p)
     memq__used_sub(a->tracker, p->charged);
     a->charged -= p->charged;
     p->charged = 0;
-    atomic_store_explicit(&p->closed, 1, memory_order_relaxed);
+    atomic_store_explicit(&p->gate, MEMQ_GATE_CLOSED, memory_order_relaxed);
     store(&p->cache_limit, 0);
     if (p->pending)
         memq__episode_forget(a->tracker, p);
@@ -296,7 +304,7 @@ void memq_participation_free(memq_participation *p)
         return;
     }
     p->freed = 1; /* no callback starts from now on */
-    if (!atomic_load_explicit(&p->closed, memory_order_relaxed))
+    if (!memq__closed(p))
         memq__participation_close(p);
     else if (p->pending)
         memq__episode_forget(t, p);
@@ -314,7 +322,7 @@ void memq_participation_free(memq_participation *p)
 
 size_t memq_participation_claimed(const memq_participation *p)
 {
-    if (!memq__participation_valid(p) || atomic_load_explicit(&p->closed, memory_order_relaxed))
+    if (!memq__participation_valid(p) || memq__closed(p))
         return 0;
     return load(&p->claimed);
 }

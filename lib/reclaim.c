@@ -24,6 +24,7 @@
 #include "internal.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -170,7 +171,7 @@ static void snapshot_clear(memq_snapshot *s)
 
 static bool usable(const memq_participation *p)
 {
-    return !p->freed && !atomic_load_explicit(&p->closed, memory_order_relaxed);
+    return !p->freed && !memq__closed(p);
 }
 
 /* Mark p as in a callback and drop the lock; callback_end() takes it back.
@@ -221,6 +222,8 @@ static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh, memq_time *n
         bool claims = atomic_load_explicit(&p->claimed, memory_order_acquire) > 0;
         memq_time when = 0;
         bool has = p->ops->oldest(p->self, &when);
+        if (p->freed)
+            continue; /* it freed itself: its answer means nothing now */
         if (claims) {
             has_data = true;
             if (!has)
@@ -234,14 +237,25 @@ static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh, memq_time *n
     callback_end(t);
     snapshot_clear(s);
     a = lookup(t, id);
-    if (a == NULL || t->shutdown || !has_data)
+    if (a == NULL || t->shutdown)
         return false;
+    if (!has_data) {
+        /* Cache but no claims: leave the heap, but have the next claim of
+         * any of its participants bring the account back. */
+        for (memq_participation *p = a->participants; p != NULL; p = p->next)
+            if (atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OPEN)
+                atomic_store_explicit(&p->gate, MEMQ_GATE_OFFER, memory_order_relaxed);
+        return false;
+    }
     a->oldest_seen = min;
     *fresh = min;
     return true;
 }
 
 typedef enum { SELECT_FOUND, SELECT_NONE, SELECT_BUDGET } select_result;
+
+/* Re-checks spent at most on finding a round's older_than. */
+#define RUNNER_UP_CHECKS 4
 
 /* A call's time budget.  The first unit of work is always done, so that
  * every call makes progress however small the budget. */
@@ -257,15 +271,16 @@ static bool over_budget(const budget *b)
 
 /*
  * Pop candidates until one is verified as holding the oldest data (its
- * fresh age is no newer than every other hint).  Accounts found younger go
- * back with their fresh key.  Entries for `skip` are dropped.
+ * fresh age is no newer than every other key).  Accounts found younger go
+ * back with their fresh key.  Entries for `skip` are dropped.  Stops when
+ * the budget is spent, or after `checks` re-checks.
  */
 static select_result select_oldest(memq_tracker *t, uint64_t skip, memq_candidate *out,
-                                   budget *b, memq_time *now)
+                                   budget *b, unsigned checks, memq_time *now)
 {
     memq_episode *ep = &t->ep;
     while (ep->heap_n > 0) {
-        if (over_budget(b))
+        if (over_budget(b) || checks-- == 0)
             return SELECT_BUDGET;
         memq_candidate c = heap_pop(ep);
         if (c.id == skip)
@@ -437,7 +452,7 @@ static void round_step(memq_tracker *t, memq_time *now)
             collapse(t, p, false);
         return;
     }
-    if (atomic_load_explicit(&p->closed, memory_order_relaxed))
+    if (memq__closed(p))
         return; /* its account closed meanwhile (e.g. unreffed) */
     if (st == MEMQ_RECLAIM_PENDING)
         add_pending(t, p, *now);
@@ -453,7 +468,6 @@ static void round_finish(memq_tracker *t)
         t->stats.bytes_reclaimed += ep->round_claimed_before - after;
         ep->round_progress = true;
     }
-    ep->generation_progress |= ep->round_progress;
     memq_account *a = lookup(t, ep->victim.id);
     if (a != NULL) {
         if (ep->round_progress)
@@ -478,8 +492,6 @@ void memq__episode_clear(memq_tracker *t)
         remove_pending(t, ep->pending_n - 1);
     ep->heap_n = 0;
     ep->heap_built = false;
-    ep->generation_progress = false;
-    ep->chosen = false;
     ep->round_active = false;
     ep->active = false;
 }
@@ -610,39 +622,33 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
             return wait_pending(t, now);
         if (!ep->heap_built && build_heap(t) != 0)
             return MEMQ_ENOMEM;
-        /* The victim, once verified, is kept across calls while the
-         * runner-up, whose age becomes older_than, is found. */
-        select_result r;
-        if (!ep->chosen) {
-            r = select_oldest(t, 0, &ep->victim, b, &now);
-            if (r == SELECT_BUDGET)
-                return MEMQ_EAGAIN;
-            if (r == SELECT_NONE) {
-                if (t->shutdown)
-                    continue;
-                if (ep->pending_n > 0)
-                    return wait_pending(t, now);
-                if (ep->generation_progress) {
-                    /* Look at everything again: an account may have
-                     * started claiming from its cache since its check. */
-                    ep->generation_progress = false;
-                    ep->heap_built = false;
-                    continue;
-                }
-                episode_end(t, false, log);
-                return 0;
-            }
-            ep->chosen = true;
-        }
-        memq_candidate next;
-        r = select_oldest(t, ep->victim.id, &next, b, &now);
+        memq_candidate victim, next;
+        select_result r = select_oldest(t, 0, &victim, b, UINT_MAX, &now);
         if (r == SELECT_BUDGET)
             return MEMQ_EAGAIN;
-        ep->chosen = false;
-        if (r == SELECT_FOUND)
+        if (r == SELECT_NONE) {
+            if (t->shutdown)
+                continue;
+            if (ep->pending_n > 0)
+                return wait_pending(t, now);
+            episode_end(t, false, log);
+            return 0;
+        }
+        /* The runner-up's age becomes older_than.  Found in the same call,
+         * whatever the budget, so that the victim is acted on while its age
+         * is fresh; but after a few re-checks the next key is taken as it
+         * is (an age from this episode), or as none if it is not older. */
+        memq_time older_than = MEMQ_TIME_MAX;
+        budget unbounded = {UINT64_MAX, true};
+        r = select_oldest(t, victim.id, &next, &unbounded, RUNNER_UP_CHECKS, &now);
+        if (r == SELECT_FOUND) {
             heap_push(ep, next);
+            older_than = next.oldest;
+        } else if (r == SELECT_BUDGET && ep->heap_n > 0 && ep->heap[0].oldest > victim.oldest) {
+            older_than = ep->heap[0].oldest;
+        }
         if (!t->shutdown)
-            start_round(t, ep->victim, r == SELECT_FOUND ? next.oldest : MEMQ_TIME_MAX);
+            start_round(t, victim, older_than);
     }
 }
 
