@@ -1,0 +1,1021 @@
+/*
+ * relayd - a small libevent TCP daemon whose memory is kept under a quota by
+ * libmemquota, for the demonstration (`make demo`) of the sniper defence.
+ *
+ * Copyright (c) 2026 the libmemquota authors. MIT licence, see COPYING.
+ *
+ * Protocol (plain TCP on 127.0.0.1, one request per line):
+ *   GET <n>\n   answered with exactly n bytes; the connection stays open.
+ *   STATS\n     answered with one line of key=value pairs (used, max,
+ *               accounts, reclaimed, rss, and more) and "\n".
+ *   anything else: "ERR <reason>\n", then the connection is closed.
+ *
+ * Like a relay, relayd queues a response as soon as it is asked for, without
+ * waiting for the client to read: a client that asks and never reads makes
+ * the daemon hold data it can never send (the "sniper" attack).  The
+ * defence:
+ *  - every connection is an account, named by its peer address; its input
+ *    and output evbuffers are tracked participants (examples/
+ *    evbuffer_track.c), so the tracker knows the age of each connection's
+ *    oldest unsent byte;
+ *  - when the total crosses --max, reclamation (manual mode, driven by
+ *    memq_tracker_fd() in the event loop at the highest priority) closes
+ *    the connections holding the oldest data, through the normal close
+ *    path, until the total is back under the low-water mark;
+ *  - requests are admitted only while the total is at or below --max: a
+ *    request that arrives during reclamation waits in its connection's
+ *    bounded input buffer until reclamation is done.  So the total never
+ *    exceeds max + the participations' caches + one response (--max-request)
+ *    + the connections' input buffers (1 KiB each): the bound relayd prints.
+ *
+ * Nothing a client sends is allocated without being claimed: request lines
+ * are read into a bounded input buffer (tracked), responses into the
+ * tracked output buffer.  Per-connection bookkeeping (about 3 KiB: the
+ * connection, its bufferevent, two trackers, the library's handles) is not
+ * claimed but is bounded by --max-conns; so is the --prometheus endpoint's
+ * (loopback, bounded request size, one dump per request).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+
+#include <memquota.h>
+
+#include "evbuffer_track.h"
+
+#define MAX_LINE 64          /* longest request line accepted */
+#define INPUT_LIMIT 1024     /* a connection's input buffer stops reading here */
+#define LINES_PER_TURN 8     /* requests served per connection per loop turn */
+#define PATTERN_SIZE (65536 - 256) /* responses are appended in pieces this big */
+#define TICK_MS 10           /* housekeeping period */
+#define ERR_LINGER_S 5       /* an ERR line not read within this is dropped */
+#define CACHE_MAX 16384      /* memq_config cache_max (the library default) */
+
+/* ======================================================================
+ * State
+ * ====================================================================== */
+
+typedef struct relay relay;
+
+typedef struct conn {
+    relay *r;
+    struct bufferevent *bev;
+    memq_account *account;
+    evbuffer_track *in_track, *out_track;
+    struct conn *prev, *next;   /* all connections */
+    struct conn *wprev, *wnext; /* connections with requests waiting */
+    bool waiting;
+    bool closing; /* ERR sent: close once flushed */
+    char name[64];
+} conn;
+
+typedef struct options {
+    int port;
+    int prometheus_port; /* -1: off */
+    size_t max, low_water, max_request, rss_cap;
+    bool no_quota;
+    unsigned max_conns;
+    double stats_interval;
+    bool verbose;
+} options;
+
+struct relay {
+    options opt;
+    struct event_base *base;
+    memq_tracker *tracker;
+    bool unlimited;
+    size_t max, low_water;
+    struct event *reclaim_ev, *resume_ev, *tick_ev, *sigint_ev, *sigterm_ev, *relisten_ev;
+    struct evconnlistener *listener;
+    struct evhttp *http;
+    conn *conns, *waiting, *waiting_tail;
+    size_t nconns, nwaiting, peak_conns, peak_participants, peak_tracked;
+    uint64_t accepted, refused, killed, errors, requests, bytes_requested, http_requests;
+    uint64_t start_ns, first_crossing_ns, first_kill_ns, last_stats_ns, last_cap_check_ns;
+    bool capped;
+    const char *exit_reason;
+    int exit_code;
+};
+
+static char pattern[PATTERN_SIZE];
+
+/* ======================================================================
+ * Small helpers
+ * ====================================================================== */
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static uint64_t ms_since_start(const relay *r, uint64_t ns)
+{
+    return ns == 0 ? 0 : (ns - r->start_ns) / 1000000u;
+}
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("relayd: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* Resident set size now and at its peak, from /proc (0 if unreadable). */
+static size_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f == NULL)
+        return 0;
+    unsigned long size = 0, resident = 0;
+    int n = fscanf(f, "%lu %lu", &size, &resident);
+    fclose(f);
+    return n == 2 ? (size_t)resident * (size_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+static size_t peak_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (f == NULL)
+        return 0;
+    char line[256];
+    size_t kib = 0;
+    while (fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "VmHWM: %zu kB", &kib) == 1)
+            break;
+    fclose(f);
+    return kib * 1024;
+}
+
+/* --rss-cap: stop as the OOM killer would.  Checked every tick and, at
+ * most once a millisecond, while queueing responses (memory can grow by
+ * hundreds of MiB a second under attack without a quota). */
+static bool check_rss_cap(relay *r)
+{
+    if (r->opt.rss_cap == 0 || r->capped)
+        return r->capped;
+    size_t rss = rss_bytes();
+    if (rss <= r->opt.rss_cap)
+        return false;
+    say("RSS %zu bytes exceeds --rss-cap %zu: stopping, as the OOM killer would", rss,
+        r->opt.rss_cap);
+    r->capped = true;
+    r->exit_reason = "rss-cap";
+    r->exit_code = 3;
+    event_base_loopbreak(r->base);
+    return true;
+}
+
+static bool over_quota(const relay *r)
+{
+    return !r->unlimited && memq_tracker_used(r->tracker) > r->max;
+}
+
+/* The largest total the admission rule allows (see the top comment). */
+static size_t tracked_bound(const relay *r)
+{
+    if (r->unlimited)
+        return SIZE_MAX;
+    return r->max + r->peak_participants * CACHE_MAX + r->opt.max_request +
+           r->peak_conns * INPUT_LIMIT;
+}
+
+/* The highest total tracked.  memq_stats.peak is exact with a quota; with
+ * --no-quota (MEMQ_UNLIMITED) the library keeps no peak, so relayd samples
+ * memq_tracker_used() every tick. */
+static size_t peak_tracked(relay *r, const memq_stats *st)
+{
+    size_t used = memq_tracker_used(r->tracker);
+    size_t peak = r->unlimited ? r->peak_tracked : st->peak;
+    return used > peak ? used : peak;
+}
+
+/* One line of key=value pairs, without the newline. */
+static int format_stats(relay *r, char *buf, size_t len)
+{
+    memq_stats st;
+    memq_tracker_stats(r->tracker, &st);
+    size_t used = r->unlimited ? memq_tracker_used(r->tracker) : st.used;
+    size_t peak = peak_tracked(r, &st);
+    return snprintf(buf, len,
+                    "used=%zu max=%zu accounts=%zu reclaimed=%" PRIu64 " rss=%zu peak=%zu "
+                    "peak_rss=%zu low_water=%zu conns=%zu participants=%zu episodes=%" PRIu64
+                    " killed=%" PRIu64 " requests=%" PRIu64 " uptime_ms=%" PRIu64,
+                    used, st.max, st.accounts, st.accounts_reclaimed, rss_bytes(), peak,
+                    peak_rss_bytes(), st.low_water, r->nconns, st.participants, st.episodes,
+                    r->killed, r->requests, ms_since_start(r, now_ns()));
+}
+
+/* ======================================================================
+ * Connections
+ * ====================================================================== */
+
+enum close_how { CLOSE_NORMAL, CLOSE_RECLAIMED };
+
+static void process(conn *c);
+
+static void waiting_remove(relay *r, conn *c)
+{
+    if (!c->waiting)
+        return;
+    if (c->wprev != NULL)
+        c->wprev->wnext = c->wnext;
+    else
+        r->waiting = c->wnext;
+    if (c->wnext != NULL)
+        c->wnext->wprev = c->wprev;
+    else
+        r->waiting_tail = c->wprev;
+    c->wprev = c->wnext = NULL;
+    c->waiting = false;
+    r->nwaiting--;
+}
+
+static void schedule_resume(relay *r)
+{
+    static const struct timeval zero = {0, 0};
+    if (r->nwaiting > 0 && !event_pending(r->resume_ev, EV_TIMEOUT, NULL))
+        event_add(r->resume_ev, &zero); /* next loop turn, after I/O */
+}
+
+/* Park c until the next turn (more lines to serve) or until reclamation
+ * has brought the total back under max. */
+static void wait_turn(conn *c)
+{
+    relay *r = c->r;
+    if (!c->waiting) {
+        c->waiting = true;
+        c->wprev = r->waiting_tail;
+        c->wnext = NULL;
+        if (r->waiting_tail != NULL)
+            r->waiting_tail->wnext = c;
+        else
+            r->waiting = c;
+        r->waiting_tail = c;
+        r->nwaiting++;
+    }
+    if (!over_quota(r))
+        schedule_resume(r);
+}
+
+/* The normal close path: forget the buffers, free them at once, close the
+ * socket, close the account.  A reclaimed connection is reset (SO_LINGER
+ * 0), so that the kernel drops what it still holds for the peer too. */
+static void conn_close(conn *c, enum close_how how)
+{
+    relay *r = c->r;
+    waiting_remove(r, c);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        r->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    r->nconns--;
+
+    evbuffer_track_free(c->in_track);
+    evbuffer_track_free(c->out_track);
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    evbuffer_drain(in, evbuffer_get_length(in));
+    evbuffer_drain(out, evbuffer_get_length(out));
+    if (how == CLOSE_RECLAIMED) {
+        struct linger lg = {1, 0};
+        setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    bufferevent_free(c->bev);
+    memq_account_unref(c->account);
+    free(c);
+}
+
+/* Both trackers' on_collapse: reclamation chose this connection. */
+static void conn_reclaimed(void *ctx)
+{
+    conn *c = ctx;
+    relay *r = c->r;
+    r->killed++;
+    if (r->first_kill_ns == 0) {
+        r->first_kill_ns = now_ns();
+        memq_time oldest = 0;
+        double age_ms = 0;
+        if (evbuffer_track_oldest(c->out_track, &oldest))
+            age_ms = (double)(memq_tracker_now(r->tracker) - oldest) / 1e6;
+        say("first reclamation %.1f ms after the first crossing of max: closed %s, "
+            "holding %zu bytes, its oldest %.0f ms old",
+            (double)(r->first_kill_ns - r->first_crossing_ns) / 1e6, c->name,
+            evbuffer_track_claimed(c->out_track) + evbuffer_track_claimed(c->in_track),
+            age_ms);
+    } else if (r->opt.verbose) {
+        say("reclaimed %s (%zu bytes)", c->name,
+            evbuffer_track_claimed(c->out_track) + evbuffer_track_claimed(c->in_track));
+    }
+    conn_close(c, CLOSE_RECLAIMED);
+}
+
+/* Answer "ERR reason" and close once it is flushed (or after
+ * ERR_LINGER_S if the peer does not read it). */
+static void conn_error(conn *c, const char *reason)
+{
+    static const struct timeval linger = {ERR_LINGER_S, 0};
+    c->r->errors++;
+    c->closing = true;
+    waiting_remove(c->r, c);
+    bufferevent_disable(c->bev, EV_READ);
+    bufferevent_set_timeouts(c->bev, NULL, &linger);
+    evbuffer_add_printf(bufferevent_get_output(c->bev), "ERR %s\n", reason);
+}
+
+/* Queue n bytes at once, as a relay queues what its upstream sends.
+ * The pieces are a little under 64 KiB because libevent sizes a new chain to
+ * the power of two above (data + chain header): pieces of exactly 64 KiB
+ * would take 128 KiB and then 256 KiB chains, half empty, where these fill
+ * 64 KiB chains, so that the claims (payload) stay close to the memory.
+ * Returns false if c was closed. */
+static bool respond(conn *c, size_t n)
+{
+    relay *r = c->r;
+    if (r->opt.rss_cap > 0) {
+        uint64_t now = now_ns();
+        if (now - r->last_cap_check_ns >= 1000000u) {
+            r->last_cap_check_ns = now;
+            check_rss_cap(r);
+        }
+        if (r->capped)
+            return true; /* stopping: queue nothing more */
+    }
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    while (n > 0) {
+        size_t piece = n < PATTERN_SIZE ? n : PATTERN_SIZE;
+        if (evbuffer_add(out, pattern, piece) != 0) {
+            say("out of memory queueing a response to %s: closing it", c->name);
+            conn_close(c, CLOSE_NORMAL);
+            return false;
+        }
+        n -= piece;
+    }
+    if (evbuffer_track_closed(c->out_track)) {
+        conn_close(c, CLOSE_RECLAIMED); /* its account was closed meanwhile */
+        return false;
+    }
+    return true;
+}
+
+/* Strictly "GET <decimal>" with 1 to 19 digits. */
+static bool parse_get(const char *line, size_t *n)
+{
+    if (strncmp(line, "GET ", 4) != 0)
+        return false;
+    const char *p = line + 4;
+    size_t v = 0, digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++, digits++) {
+        if (digits == 19)
+            return false;
+        v = v * 10 + (size_t)(*p - '0');
+    }
+    if (digits == 0 || *p != '\0')
+        return false;
+    *n = v;
+    return true;
+}
+
+/* Serve one request line.  Returns false if c was closed or is closing. */
+static bool handle(conn *c, char *line)
+{
+    relay *r = c->r;
+    size_t n;
+    r->requests++;
+    if (parse_get(line, &n)) {
+        if (n > r->opt.max_request) {
+            conn_error(c, "request too large");
+            return false;
+        }
+        r->bytes_requested += n;
+        return respond(c, n);
+    }
+    if (strcmp(line, "STATS") == 0) {
+        char buf[512];
+        int len = format_stats(r, buf, sizeof buf - 1);
+        if (len < 0 || (size_t)len >= sizeof buf - 1)
+            len = (int)strlen(buf);
+        buf[len++] = '\n';
+        evbuffer_add(bufferevent_get_output(c->bev), buf, (size_t)len);
+        if (evbuffer_track_closed(c->out_track)) {
+            conn_close(c, CLOSE_RECLAIMED);
+            return false;
+        }
+        return true;
+    }
+    conn_error(c, line[0] == '\0' ? "empty request" : "unknown request");
+    return false;
+}
+
+/* Serve up to LINES_PER_TURN complete lines, if the total allows. */
+static void process(conn *c)
+{
+    relay *r = c->r;
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    for (int i = 0; i < LINES_PER_TURN; i++) {
+        if (c->closing)
+            return;
+        size_t len = evbuffer_get_length(in);
+        if (len == 0)
+            return;
+        struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+        if (eol.pos < 0) {
+            if (len > MAX_LINE)
+                conn_error(c, "line too long");
+            return;
+        }
+        if ((size_t)eol.pos > MAX_LINE) {
+            conn_error(c, "line too long");
+            return;
+        }
+        if (over_quota(r)) {
+            wait_turn(c); /* reclamation first; the line stays buffered */
+            return;
+        }
+        char line[MAX_LINE + 2];
+        size_t take = (size_t)eol.pos + 1;
+        evbuffer_remove(in, line, take);
+        line[take - 1] = '\0';
+        if (take >= 2 && line[take - 2] == '\r')
+            line[take - 2] = '\0';
+        if (!handle(c, line))
+            return;
+    }
+    struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
+    if (eol.pos >= 0)
+        wait_turn(c); /* more lines: serve them next turn, after the others */
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn *c = arg;
+    if (!c->waiting)
+        process(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    conn *c = arg;
+    if (c->closing)
+        conn_close(c, CLOSE_NORMAL); /* the ERR line is flushed */
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    (void)what; /* EOF, error or the ERR line's timeout: all close */
+    conn_close(arg, CLOSE_NORMAL);
+}
+
+static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct sockaddr *sa,
+                      int socklen, void *arg)
+{
+    (void)lst;
+    (void)socklen;
+    relay *r = arg;
+    r->accepted++;
+    if (r->nconns >= r->opt.max_conns) {
+        r->refused++;
+        evutil_closesocket(fd);
+        return;
+    }
+    conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->r = r;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        char ip[INET_ADDRSTRLEN] = "?";
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+        snprintf(c->name, sizeof c->name, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+    } else {
+        snprintf(c->name, sizeof c->name, "fd %d", (int)fd);
+    }
+    c->bev = bufferevent_socket_new(r->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    int rc = memq_account_new(r->tracker, NULL, &c->account);
+    if (rc == 0)
+        rc = memq_account_set_name(c->account, c->name);
+    if (rc == 0)
+        rc = evbuffer_track_new(c->account, bufferevent_get_input(c->bev), conn_reclaimed, c,
+                                &c->in_track);
+    if (rc == 0)
+        rc = evbuffer_track_new(c->account, bufferevent_get_output(c->bev), conn_reclaimed, c,
+                                &c->out_track);
+    if (rc != 0) {
+        say("cannot track connection %s: %s", c->name, memq_strerror(rc));
+        evbuffer_track_free(c->in_track);
+        bufferevent_free(c->bev);
+        memq_account_unref(c->account);
+        free(c);
+        return;
+    }
+    bufferevent_priority_set(c->bev, 1);
+    bufferevent_setwatermark(c->bev, EV_READ, 0, INPUT_LIMIT);
+    bufferevent_set_max_single_write(c->bev, 256 * 1024);
+    bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+    c->next = r->conns;
+    if (r->conns != NULL)
+        r->conns->prev = c;
+    r->conns = c;
+    r->nconns++;
+    if (r->nconns > r->peak_conns)
+        r->peak_conns = r->nconns;
+}
+
+static void on_relisten(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    relay *r = arg;
+    evconnlistener_enable(r->listener);
+}
+
+static void on_accept_error(struct evconnlistener *lst, void *arg)
+{
+    relay *r = arg;
+    static const struct timeval pause = {0, 100000};
+    say("accept: %s; pausing 100 ms", strerror(errno));
+    evconnlistener_disable(lst);
+    event_add(r->relisten_ev, &pause);
+}
+
+/* ======================================================================
+ * Reclamation in the loop
+ * ====================================================================== */
+
+/* The tracker's wakeup: runs inside the claim that crossed max, so it only
+ * schedules the reclaim event, which has the highest priority: libevent
+ * runs it as soon as the current callback returns. */
+static void on_wakeup(void *ctx)
+{
+    relay *r = ctx;
+    if (r->first_crossing_ns == 0)
+        r->first_crossing_ns = now_ns();
+    event_active(r->reclaim_ev, EV_READ, 0);
+}
+
+/* memq_tracker_fd() is readable while reclamation has work to do; each call
+ * is bounded by the tracker's time budget. */
+static void on_reclaim(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    relay *r = arg;
+    int rc = memq_tracker_reclaim(r->tracker);
+    if (rc != 0 && rc != MEMQ_EAGAIN)
+        say("memq_tracker_reclaim: %s", memq_strerror(rc));
+    if (!over_quota(r))
+        schedule_resume(r);
+}
+
+/* Serve the connections that waited, once each, in arrival order. */
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    relay *r = arg;
+    for (size_t n = r->nwaiting; n > 0 && r->waiting != NULL && !over_quota(r); n--) {
+        conn *c = r->waiting;
+        waiting_remove(r, c);
+        process(c); /* may park it again, at the tail */
+    }
+}
+
+static void on_log(void *ctx, int level, const char *msg)
+{
+    relay *r = ctx;
+    if (level <= MEMQ_LOG_WARN || r->opt.verbose)
+        say("memquota: %s", msg);
+}
+
+/* ======================================================================
+ * Housekeeping, statistics, Prometheus, signals
+ * ====================================================================== */
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    relay *r = arg;
+    size_t used = memq_tracker_used(r->tracker);
+    if (used > r->peak_tracked)
+        r->peak_tracked = used;
+    memq_stats st;
+    memq_tracker_stats(r->tracker, &st);
+    if (st.participants > r->peak_participants)
+        r->peak_participants = st.participants;
+    if (check_rss_cap(r))
+        return;
+    if (!over_quota(r))
+        schedule_resume(r);
+    uint64_t now = now_ns();
+    if (r->opt.stats_interval > 0 &&
+        (double)(now - r->last_stats_ns) >= r->opt.stats_interval * 1e9) {
+        char buf[512];
+        format_stats(r, buf, sizeof buf);
+        say("%s", buf);
+        r->last_stats_ns = now;
+    }
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    relay *r = arg;
+    r->exit_reason = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    event_base_loopbreak(r->base);
+}
+
+static void on_metrics(struct evhttp_request *req, void *arg)
+{
+    relay *r = arg;
+    r->http_requests++;
+    const char *uri = evhttp_request_get_uri(req);
+    if (uri == NULL || strcmp(uri, "/metrics") != 0) {
+        evhttp_send_error(req, 404, "try /metrics");
+        return;
+    }
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f == NULL) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    int rc = memq_tracker_dump(r->tracker, f, MEMQ_DUMP_PROMETHEUS);
+    fprintf(f,
+            "# HELP relayd_rss_bytes Resident set size.\n# TYPE relayd_rss_bytes gauge\n"
+            "relayd_rss_bytes %zu\n"
+            "# HELP relayd_connections Open client connections.\n"
+            "# TYPE relayd_connections gauge\nrelayd_connections %zu\n"
+            "# HELP relayd_connections_reclaimed_total Connections closed by reclamation.\n"
+            "# TYPE relayd_connections_reclaimed_total counter\n"
+            "relayd_connections_reclaimed_total %" PRIu64 "\n",
+            rss_bytes(), r->nconns, r->killed);
+    if (fclose(f) != 0 || rc != 0 || text == NULL) {
+        free(text);
+        evhttp_send_error(req, 500, "dump failed");
+        return;
+    }
+    struct evbuffer *body = evbuffer_new();
+    if (body == NULL) {
+        free(text);
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    evbuffer_add(body, text, len);
+    free(text);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "text/plain; version=0.0.4");
+    evhttp_send_reply(req, 200, "OK", body);
+    evbuffer_free(body);
+}
+
+/* ======================================================================
+ * Options and main
+ * ====================================================================== */
+
+static void usage(FILE *f)
+{
+    fputs("usage: relayd [options]\n"
+          "  --port N             listen on 127.0.0.1:N (0: a free port; default 0)\n"
+          "  --max SIZE           quota, the high-water mark (default 64MiB; 'auto')\n"
+          "  --low-water SIZE     reclamation stops at or below this (default 75% of max)\n"
+          "  --no-quota           tracking off (MEMQ_UNLIMITED): the unprotected baseline\n"
+          "  --max-request SIZE   largest GET served (default 1MiB)\n"
+          "  --max-conns N        connections accepted at once (default 1024)\n"
+          "  --rss-cap SIZE       exit (code 3) when RSS exceeds SIZE, as an OOM kill\n"
+          "  --stats-interval S   print statistics every S seconds (default 0: off)\n"
+          "  --prometheus PORT    serve the stats at http://127.0.0.1:PORT/metrics\n"
+          "  --verbose            log every reclaimed connection and episode\n"
+          "Prints 'READY port=<port>' on stdout once listening; SIGINT or SIGTERM stop it\n"
+          "and print 'FINAL key=value ...' on stdout.\n",
+          f);
+}
+
+static bool parse_size_opt(const char *name, const char *text, size_t *out)
+{
+    int rc = memq_parse_size(text, out);
+    if (rc != 0) {
+        say("%s %s: %s", name, text, memq_strerror(rc));
+        return false;
+    }
+    return true;
+}
+
+static bool parse_port(const char *name, const char *text, int *out)
+{
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (*text == '\0' || *end != '\0' || v < 0 || v > 65535) {
+        say("%s %s: not a port number", name, text);
+        return false;
+    }
+    *out = (int)v;
+    return true;
+}
+
+static int parse_options(int argc, char **argv, options *o)
+{
+    enum { O_PORT = 1, O_MAX, O_LOW, O_NOQ, O_MAXREQ, O_MAXCONN, O_CAP, O_STATS, O_PROM, O_VERB,
+           O_HELP };
+    static const struct option longs[] = {
+        {"port", required_argument, NULL, O_PORT},
+        {"max", required_argument, NULL, O_MAX},
+        {"low-water", required_argument, NULL, O_LOW},
+        {"no-quota", no_argument, NULL, O_NOQ},
+        {"max-request", required_argument, NULL, O_MAXREQ},
+        {"max-conns", required_argument, NULL, O_MAXCONN},
+        {"rss-cap", required_argument, NULL, O_CAP},
+        {"stats-interval", required_argument, NULL, O_STATS},
+        {"prometheus", required_argument, NULL, O_PROM},
+        {"verbose", no_argument, NULL, O_VERB},
+        {"help", no_argument, NULL, O_HELP},
+        {NULL, 0, NULL, 0},
+    };
+    *o = (options){.port = 0, .prometheus_port = -1, .max = 64u << 20,
+                   .max_request = 1u << 20, .max_conns = 1024};
+    int ch;
+    char *end;
+    while ((ch = getopt_long(argc, argv, "", longs, NULL)) != -1) {
+        switch (ch) {
+        case O_PORT:
+            if (!parse_port("--port", optarg, &o->port))
+                return 2;
+            break;
+        case O_MAX:
+            if (strcmp(optarg, "auto") == 0)
+                o->max = MEMQ_AUTO;
+            else if (!parse_size_opt("--max", optarg, &o->max))
+                return 2;
+            break;
+        case O_LOW:
+            if (!parse_size_opt("--low-water", optarg, &o->low_water))
+                return 2;
+            break;
+        case O_NOQ:
+            o->no_quota = true;
+            break;
+        case O_MAXREQ:
+            if (!parse_size_opt("--max-request", optarg, &o->max_request))
+                return 2;
+            break;
+        case O_MAXCONN: {
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (*optarg == '\0' || *end != '\0' || v < 1 || v > 100000) {
+                say("--max-conns %s: expected 1 to 100000", optarg);
+                return 2;
+            }
+            o->max_conns = (unsigned)v;
+            break;
+        }
+        case O_CAP:
+            if (!parse_size_opt("--rss-cap", optarg, &o->rss_cap))
+                return 2;
+            break;
+        case O_STATS:
+            o->stats_interval = strtod(optarg, &end);
+            if (*optarg == '\0' || *end != '\0' || !(o->stats_interval >= 0) ||
+                o->stats_interval > 86400) {
+                say("--stats-interval %s: expected seconds, 0 to 86400", optarg);
+                return 2;
+            }
+            break;
+        case O_PROM:
+            if (!parse_port("--prometheus", optarg, &o->prometheus_port))
+                return 2;
+            break;
+        case O_VERB:
+            o->verbose = true;
+            break;
+        case O_HELP:
+            usage(stdout);
+            return 1;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        say("unexpected argument: %s", argv[optind]);
+        return 2;
+    }
+    return 0;
+}
+
+static int setup_tracker(relay *r)
+{
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.max = r->opt.no_quota ? MEMQ_UNLIMITED : r->opt.max;
+    cfg.low_water = r->opt.no_quota ? 0 : r->opt.low_water;
+    cfg.cache_max = CACHE_MAX;
+    cfg.reclaim_mode = MEMQ_RECLAIM_MANUAL;
+    cfg.wakeup = on_wakeup;
+    cfg.wakeup_ctx = r;
+    cfg.log = on_log;
+    cfg.log_ctx = r;
+    char why[256];
+    if (memq_config_check(&cfg, why, sizeof why) != 0) {
+        say("bad quota configuration: %s", why);
+        return -1;
+    }
+    int rc = memq_tracker_new(&r->tracker, &cfg);
+    if (rc != 0) {
+        say("memq_tracker_new: %s", memq_strerror(rc));
+        return -1;
+    }
+    memq_stats st;
+    memq_tracker_stats(r->tracker, &st);
+    r->unlimited = r->opt.no_quota;
+    r->max = st.max;
+    r->low_water = st.low_water;
+    return 0;
+}
+
+static int setup_events(relay *r)
+{
+    r->base = event_base_new();
+    if (r->base == NULL || event_base_priority_init(r->base, 2) != 0) {
+        say("cannot create the event base");
+        return -1;
+    }
+    r->reclaim_ev = event_new(r->base, memq_tracker_fd(r->tracker), EV_READ | EV_PERSIST,
+                              on_reclaim, r);
+    r->resume_ev = evtimer_new(r->base, on_resume, r);
+    r->tick_ev = event_new(r->base, -1, EV_PERSIST, on_tick, r);
+    r->relisten_ev = evtimer_new(r->base, on_relisten, r);
+    r->sigint_ev = evsignal_new(r->base, SIGINT, on_signal, r);
+    r->sigterm_ev = evsignal_new(r->base, SIGTERM, on_signal, r);
+    if (r->reclaim_ev == NULL || r->resume_ev == NULL || r->tick_ev == NULL ||
+        r->relisten_ev == NULL || r->sigint_ev == NULL || r->sigterm_ev == NULL) {
+        say("cannot create events");
+        return -1;
+    }
+    event_priority_set(r->reclaim_ev, 0);
+    event_priority_set(r->resume_ev, 1);
+    event_priority_set(r->tick_ev, 1);
+    static const struct timeval tick = {0, TICK_MS * 1000};
+    event_add(r->reclaim_ev, NULL);
+    event_add(r->tick_ev, &tick);
+    event_add(r->sigint_ev, NULL);
+    event_add(r->sigterm_ev, NULL);
+
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof sin);
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = htons((uint16_t)r->opt.port);
+    r->listener = evconnlistener_new_bind(r->base, on_accept, r,
+                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 512,
+                                          (struct sockaddr *)&sin, sizeof sin);
+    if (r->listener == NULL) {
+        say("cannot listen on 127.0.0.1:%d: %s", r->opt.port, strerror(errno));
+        return -1;
+    }
+    evconnlistener_set_error_cb(r->listener, on_accept_error);
+
+    if (r->opt.prometheus_port >= 0) {
+        r->http = evhttp_new(r->base);
+        struct evhttp_bound_socket *hs =
+            r->http ? evhttp_bind_socket_with_handle(r->http, "127.0.0.1",
+                                                     (ev_uint16_t)r->opt.prometheus_port)
+                    : NULL;
+        if (hs == NULL) {
+            say("cannot serve Prometheus on 127.0.0.1:%d", r->opt.prometheus_port);
+            return -1;
+        }
+        evhttp_set_max_headers_size(r->http, 8192);
+        evhttp_set_max_body_size(r->http, 1024);
+        evhttp_set_timeout(r->http, 5);
+        evhttp_set_allowed_methods(r->http, EVHTTP_REQ_GET);
+        evhttp_set_gencb(r->http, on_metrics, r);
+        struct sockaddr_in hsin;
+        socklen_t hlen = sizeof hsin;
+        if (getsockname(evhttp_bound_socket_get_fd(hs), (struct sockaddr *)&hsin, &hlen) == 0)
+            r->opt.prometheus_port = ntohs(hsin.sin_port);
+    }
+    return 0;
+}
+
+static void print_final(relay *r)
+{
+    char buf[512];
+    format_stats(r, buf, sizeof buf);
+    memq_stats st;
+    memq_tracker_stats(r->tracker, &st);
+    size_t bound = tracked_bound(r);
+    printf("FINAL %s reason=%s quota=%zu bound=%zu cache_max=%d max_request=%zu "
+           "input_limit=%d peak_conns=%zu peak_participants=%zu first_crossing_ms=%" PRIu64
+           " first_kill_ms=%" PRIu64 " reaction_us=%.0f reclaim_ms_total=%.3f episode_ms_max=%.3f"
+           " unreclaimable=%" PRIu64 " errors=%" PRIu64 " refused=%" PRIu64 "\n",
+           buf, r->exit_reason, r->unlimited ? SIZE_MAX : r->max, bound, CACHE_MAX,
+           r->opt.max_request, INPUT_LIMIT, r->peak_conns, r->peak_participants,
+           ms_since_start(r, r->first_crossing_ns), ms_since_start(r, r->first_kill_ns),
+           r->first_kill_ns > r->first_crossing_ns && r->first_crossing_ns != 0
+               ? (double)(r->first_kill_ns - r->first_crossing_ns) / 1e3
+               : -1.0,
+           (double)st.reclaim_ns_total / 1e6, (double)st.episode_ns_max / 1e6,
+           st.unreclaimable_events, r->errors, r->refused);
+    fflush(stdout);
+    say("stopped (%s): %zu connections accepted, %" PRIu64 " reclaimed, %" PRIu64
+        " episodes, peak tracked %zu bytes, peak RSS %zu bytes",
+        r->exit_reason, (size_t)r->accepted, r->killed, st.episodes, peak_tracked(r, &st),
+        peak_rss_bytes());
+}
+
+static void teardown(relay *r)
+{
+    while (r->conns != NULL)
+        conn_close(r->conns, CLOSE_NORMAL);
+    if (r->http != NULL)
+        evhttp_free(r->http);
+    if (r->listener != NULL)
+        evconnlistener_free(r->listener);
+    struct event *evs[] = {r->reclaim_ev, r->resume_ev, r->tick_ev,
+                           r->relisten_ev, r->sigint_ev, r->sigterm_ev};
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        if (evs[i] != NULL)
+            event_free(evs[i]);
+    memq_tracker_free(r->tracker);
+    if (r->base != NULL)
+        event_base_free(r->base);
+    libevent_global_shutdown();
+}
+
+int main(int argc, char **argv)
+{
+    relay r;
+    memset(&r, 0, sizeof r);
+    int rc = parse_options(argc, argv, &r.opt);
+    if (rc != 0)
+        return rc == 1 ? 0 : 2;
+    signal(SIGPIPE, SIG_IGN);
+    for (size_t i = 0; i < PATTERN_SIZE; i++)
+        pattern[i] = "0123456789abcdefghijklmnopqrstuvwxyz\n"[i % 37];
+    r.start_ns = r.last_stats_ns = now_ns();
+    r.exit_reason = "error";
+    r.exit_code = 1;
+    if (setup_tracker(&r) != 0 || setup_events(&r) != 0) {
+        teardown(&r);
+        return 1;
+    }
+    struct sockaddr_in sin;
+    socklen_t len = sizeof sin;
+    getsockname(evconnlistener_get_fd(r.listener), (struct sockaddr *)&sin, &len);
+    if (r.unlimited)
+        say("quota off (--no-quota): tracking disabled%s", r.opt.rss_cap ? ", RSS capped" : "");
+    else
+        say("quota %zu bytes, low water %zu, largest request %zu", r.max, r.low_water,
+            r.opt.max_request);
+    if (r.http != NULL)
+        printf("PROMETHEUS port=%d\n", r.opt.prometheus_port);
+    printf("READY port=%u\n", (unsigned)ntohs(sin.sin_port));
+    fflush(stdout);
+
+    r.exit_code = 0;
+    event_base_dispatch(r.base);
+    /* The signal events go with the teardown: a late SIGTERM must not kill
+     * us half-way. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    print_final(&r);
+    int code = r.exit_code;
+    teardown(&r);
+    return code;
+}
