@@ -135,6 +135,8 @@ typedef struct memq_pending {
 typedef struct memq_episode {
     bool active;
     bool heap_built;
+    bool swept;        /* every candidate was asked once; heap is a heap */
+    size_t sweep_next; /* before that, the next candidate to ask */
     bool waiting;    /* the last call returned waiting for PENDING answers */
     uint64_t number; /* episodes are numbered from 1 */
     uint64_t start_ns; /* real clock */
@@ -203,17 +205,44 @@ struct memq_tracker {
 };
 
 /* ---- tracker.c ---- */
-void memq__lock(memq_tracker *t);
-/* Unlock; if t->refs dropped to 0 meanwhile, destroy the tracker instead. */
-void memq__unlock(memq_tracker *t);
+/* Free the tracker, whose lock is held and whose last reference is gone. */
+void memq__tracker_destroy(memq_tracker *t);
+
+/* Inline: the claim and release slow paths take them. */
+static inline void memq__lock(memq_tracker *t)
+{
+    pthread_mutex_lock(&t->lock);
+}
+
+/* Unlock; if t->refs dropped to 0 meanwhile, destroy the tracker instead:
+ * the one place a tracker's memory goes. */
+static inline void memq__unlock(memq_tracker *t)
+{
+    if (t->refs == 0)
+        memq__tracker_destroy(t);
+    else
+        pthread_mutex_unlock(&t->lock);
+}
+
+/* Add to/subtract from the counted total, under the lock. */
+static inline void memq__used_add(memq_tracker *t, size_t n)
+{
+    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed) + n;
+    atomic_store_explicit(&t->used, used, memory_order_relaxed);
+    if (used > t->peak)
+        t->peak = used;
+}
+
+static inline void memq__used_sub(memq_tracker *t, size_t n)
+{
+    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
+    atomic_store_explicit(&t->used, used - n, memory_order_relaxed);
+}
 memq_time memq__clock(const memq_tracker *t);
 uint64_t memq__real_ns(void);
 /* Make the notification descriptor readable now (delay 1), after delay ns,
  * or never (0).  Under the lock. */
 void memq__notify(memq_tracker *t, int64_t delay_ns);
-/* Add to/subtract from the counted total, under the lock. */
-void memq__used_add(memq_tracker *t, size_t n);
-void memq__used_sub(memq_tracker *t, size_t n);
 /* Under the lock, after `added` bytes were charged (0: an explicit
  * reconfiguration): does used > max start reclamation now?  If so, marks
  * the need (fd, thread) and returns true if cfg.wakeup must be called once

@@ -181,7 +181,7 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
             store(&p->cache_limit, t->cfg.cache_max);
             if (was_empty)
                 memq__episode_offer(t, a);
-            wake = memq__check_crossing(t, charge);
+            wake = used + charge > t->cfg.max && memq__check_crossing(t, charge);
             if (t->ep.waiting) {
                 /* The episode sleeps on PENDING answers because they would
                  * be enough; with more claimed, maybe no longer. */

@@ -116,7 +116,8 @@ static memq_candidate heap_pop(memq_episode *ep)
     return top;
 }
 
-/* Every account holding memory, as unknown: O(accounts), no user code. */
+/* Every account holding memory, as unknown: O(accounts), no user code.
+ * The array becomes a heap once the sweep has asked each for its age. */
 static int build_heap(memq_tracker *t)
 {
     memq_episode *ep = &t->ep;
@@ -133,14 +134,36 @@ static int build_heap(memq_tracker *t)
         if (a->charged > 0)
             ep->heap[ep->heap_n++] = (memq_candidate){0, a->id};
     ep->heap_built = true;
+    ep->swept = false;
+    ep->sweep_next = 0;
     return 0;
+}
+
+/* Append without ordering (during the sweep). */
+static bool array_push(memq_episode *ep, memq_candidate c)
+{
+    if (ep->heap_n == ep->heap_cap) {
+        size_t cap = ep->heap_cap ? ep->heap_cap * 2 : 64;
+        memq_candidate *h = realloc(ep->heap, cap * sizeof *h);
+        if (h == NULL)
+            return false;
+        ep->heap = h;
+        ep->heap_cap = cap;
+    }
+    ep->heap[ep->heap_n++] = c;
+    return true;
 }
 
 void memq__episode_offer(memq_tracker *t, memq_account *a)
 {
     /* On allocation failure the account misses this episode only. */
-    if (t->ep.active && t->ep.heap_built)
-        heap_push(&t->ep, (memq_candidate){0, a->id});
+    memq_candidate c = {0, a->id};
+    if (t->ep.active && t->ep.heap_built) {
+        if (t->ep.swept)
+            heap_push(&t->ep, c);
+        else
+            array_push(&t->ep, c);
+    }
 }
 
 /* ======================================================================
@@ -199,7 +222,7 @@ static void callback_end(memq_tracker *t)
  * in one batch with the lock dropped (freeing one of its participations on
  * another thread waits for the batch).
  */
-static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh, memq_time *now)
+static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh)
 {
     memq_account *a = lookup(t, id);
     if (a == NULL || a->charged == 0 || a->refused_episode == (uint32_t)t->ep.number)
@@ -210,7 +233,6 @@ static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh, memq_time *n
             break;
     t->refreshing = a;
     memq__unlock(t);
-    *now = memq__clock(t);
     memq_time min = MEMQ_TIME_MAX;
     bool has_data = false;
     for (size_t i = 0; i < s->n; i++) {
@@ -235,21 +257,20 @@ static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh, memq_time *n
             min = when;
     }
     callback_end(t);
-    snapshot_clear(s);
-    a = lookup(t, id);
-    if (a == NULL || t->shutdown)
-        return false;
-    if (!has_data) {
+    /* The snapshot's references keep a's memory until it is cleared. */
+    bool open = !a->closed && !t->shutdown;
+    if (open && !has_data) {
         /* Cache but no claims: leave the heap, but have the next claim of
          * any of its participants bring the account back. */
         for (memq_participation *p = a->participants; p != NULL; p = p->next)
             if (atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OPEN)
                 atomic_store_explicit(&p->gate, MEMQ_GATE_OFFER, memory_order_relaxed);
-        return false;
     }
-    a->oldest_seen = min;
+    if (open && has_data)
+        a->oldest_seen = min;
+    snapshot_clear(s);
     *fresh = min;
-    return true;
+    return open && has_data;
 }
 
 typedef enum { SELECT_FOUND, SELECT_NONE, SELECT_BUDGET } select_result;
@@ -270,13 +291,41 @@ static bool over_budget(const budget *b)
 }
 
 /*
+ * Ask every candidate of the new heap for its age, in one linear pass that
+ * may span calls, then heapify: cheaper than popping and pushing each.
+ * Candidates holding no claims are dropped.  Returns MEMQ_EAGAIN if the
+ * budget ran out first.
+ */
+static int sweep(memq_tracker *t, budget *b)
+{
+    memq_episode *ep = &t->ep;
+    while (ep->sweep_next < ep->heap_n && !t->shutdown) {
+        if (over_budget(b))
+            return MEMQ_EAGAIN;
+        b->worked = true;
+        memq_time fresh;
+        /* refresh() drops the lock: offers may grow (move) the array. */
+        uint64_t id = ep->heap[ep->sweep_next].id;
+        if (refresh(t, id, &fresh)) {
+            ep->heap[ep->sweep_next++].oldest = fresh;
+        } else if (ep->sweep_next < ep->heap_n) {
+            ep->heap[ep->sweep_next] = ep->heap[--ep->heap_n];
+        }
+    }
+    for (size_t i = ep->heap_n / 2; i-- > 0;)
+        sift_down(ep->heap, ep->heap_n, i);
+    ep->swept = true;
+    return 0;
+}
+
+/*
  * Pop candidates until one is verified as holding the oldest data (its
  * fresh age is no newer than every other key).  Accounts found younger go
  * back with their fresh key.  Entries for `skip` are dropped.  Stops when
  * the budget is spent, or after `checks` re-checks.
  */
 static select_result select_oldest(memq_tracker *t, uint64_t skip, memq_candidate *out,
-                                   budget *b, unsigned checks, memq_time *now)
+                                   budget *b, unsigned checks)
 {
     memq_episode *ep = &t->ep;
     while (ep->heap_n > 0) {
@@ -287,7 +336,7 @@ static select_result select_oldest(memq_tracker *t, uint64_t skip, memq_candidat
             continue;
         memq_time fresh;
         b->worked = true;
-        if (!refresh(t, c.id, &fresh, now)) {
+        if (!refresh(t, c.id, &fresh)) {
             if (t->shutdown)
                 return SELECT_NONE;
             continue;
@@ -623,7 +672,12 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
         if (!ep->heap_built && build_heap(t) != 0)
             return MEMQ_ENOMEM;
         memq_candidate victim, next;
-        select_result r = select_oldest(t, 0, &victim, b, UINT_MAX, &now);
+        if (!ep->swept) {
+            if (sweep(t, b) != 0)
+                return MEMQ_EAGAIN;
+            continue;
+        }
+        select_result r = select_oldest(t, 0, &victim, b, UINT_MAX);
         if (r == SELECT_BUDGET)
             return MEMQ_EAGAIN;
         if (r == SELECT_NONE) {
@@ -640,7 +694,7 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
          * is (an age from this episode), or as none if it is not older. */
         memq_time older_than = MEMQ_TIME_MAX;
         budget unbounded = {UINT64_MAX, true};
-        r = select_oldest(t, victim.id, &next, &unbounded, RUNNER_UP_CHECKS, &now);
+        r = select_oldest(t, victim.id, &next, &unbounded, RUNNER_UP_CHECKS);
         if (r == SELECT_FOUND) {
             heap_push(ep, next);
             older_than = next.oldest;

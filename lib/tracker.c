@@ -11,22 +11,6 @@
 #include <sys/timerfd.h>
 #include <unistd.h>
 
-void memq__lock(memq_tracker *t)
-{
-    pthread_mutex_lock(&t->lock);
-}
-
-static void tracker_destroy(memq_tracker *t);
-
-/* The one place a tracker's memory goes: when the last reference was
- * dropped while the lock was held. */
-void memq__unlock(memq_tracker *t)
-{
-    if (t->refs == 0)
-        tracker_destroy(t);
-    else
-        pthread_mutex_unlock(&t->lock);
-}
 
 memq_time memq__clock(const memq_tracker *t)
 {
@@ -61,19 +45,6 @@ bool memq__misuse_locked(memq_tracker *t)
     return true;
 }
 
-void memq__used_add(memq_tracker *t, size_t n)
-{
-    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed) + n;
-    atomic_store_explicit(&t->used, used, memory_order_relaxed);
-    if (used > t->peak)
-        t->peak = used;
-}
-
-void memq__used_sub(memq_tracker *t, size_t n)
-{
-    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
-    atomic_store_explicit(&t->used, used - n, memory_order_relaxed);
-}
 
 /* ======================================================================
  * Announcing the need for reclamation
@@ -177,7 +148,7 @@ int memq_tracker_new(memq_tracker **out, const memq_config *cfg)
     return 0;
 }
 
-static void tracker_destroy(memq_tracker *t)
+void memq__tracker_destroy(memq_tracker *t)
 {
     t->magic = MEMQ_MAGIC_DEAD;
     close(t->notify_fd);
