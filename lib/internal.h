@@ -109,7 +109,9 @@ struct memq_account {
     /* Gave nothing back in this episode (episode numbers mod 2^32: a wrap
      * can only make an account miss one episode). */
     uint32_t refused_episode;
+    uint32_t heaped_episode; /* has an entry in this episode's heap */
     bool closed;
+    bool dropped; /* an episode found it holding only cache (see gates) */
     UT_hash_handle hh; /* t->accounts, by id, while open */
 };
 

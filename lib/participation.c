@@ -73,6 +73,8 @@ int memq_participant_register(memq_account *a, const memq_participant_ops *ops, 
         rc = MEMQ_ECLOSED;
     if (rc == 0) {
         p->cache = t->unlimited ? SIZE_MAX : 0;
+        atomic_store_explicit(&p->gate, a->dropped ? MEMQ_GATE_OFFER : MEMQ_GATE_OPEN,
+                              memory_order_relaxed);
         store(&p->cache_limit, t->unlimited ? SIZE_MAX : t->cfg.cache_max);
         p->next = a->participants;
         if (p->next != NULL)
@@ -160,8 +162,10 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
         /* An episode saw this account with cache but no claims and
          * dropped it; now that it claims, it is a candidate again. */
         atomic_store_explicit(&p->gate, MEMQ_GATE_OPEN, memory_order_relaxed);
-        if (n > 0)
+        if (n > 0) {
+            a->dropped = false;
             memq__episode_offer(t, a);
+        }
     }
     if (rc == 0 && n > p->cache) {
         size_t need = n - p->cache;

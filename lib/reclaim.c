@@ -131,8 +131,10 @@ static int build_heap(memq_tracker *t)
     }
     ep->heap_n = 0;
     for (memq_account *a = t->accounts; a != NULL; a = a->hh.next)
-        if (a->charged > 0)
+        if (a->charged > 0) {
             ep->heap[ep->heap_n++] = (memq_candidate){0, a->id};
+            a->heaped_episode = (uint32_t)ep->number;
+        }
     ep->heap_built = true;
     ep->swept = false;
     ep->sweep_next = 0;
@@ -154,16 +156,32 @@ static bool array_push(memq_episode *ep, memq_candidate c)
     return true;
 }
 
+/* Put a into the heap (or the array being swept) unless it has an entry
+ * already: one entry per account, so no check is spent on duplicates.  On
+ * allocation failure the account misses this episode only. */
+static void candidate_push(memq_tracker *t, memq_account *a, memq_time key)
+{
+    memq_episode *ep = &t->ep;
+    uint32_t number = (uint32_t)ep->number;
+    if (a->heaped_episode == number)
+        return;
+    memq_candidate c = {key, a->id};
+    if (ep->swept ? heap_push(ep, c) : array_push(ep, c))
+        a->heaped_episode = number;
+}
+
+/* An entry for this id left the heap. */
+static void candidate_popped(memq_tracker *t, uint64_t id)
+{
+    memq_account *a = lookup(t, id);
+    if (a != NULL)
+        a->heaped_episode = 0;
+}
+
 void memq__episode_offer(memq_tracker *t, memq_account *a)
 {
-    /* On allocation failure the account misses this episode only. */
-    memq_candidate c = {0, a->id};
-    if (t->ep.active && t->ep.heap_built) {
-        if (t->ep.swept)
-            heap_push(&t->ep, c);
-        else
-            array_push(&t->ep, c);
-    }
+    if (t->ep.active && t->ep.heap_built)
+        candidate_push(t, a, 0);
 }
 
 /* ======================================================================
@@ -261,7 +279,8 @@ static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh)
     bool open = !a->closed && !t->shutdown;
     if (open && !has_data) {
         /* Cache but no claims: leave the heap, but have the next claim of
-         * any of its participants bring the account back. */
+         * any of its participants, present or future, bring it back. */
+        a->dropped = true;
         for (memq_participation *p = a->participants; p != NULL; p = p->next)
             if (atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OPEN)
                 atomic_store_explicit(&p->gate, MEMQ_GATE_OFFER, memory_order_relaxed);
@@ -309,6 +328,7 @@ static int sweep(memq_tracker *t, budget *b)
         if (refresh(t, id, &fresh)) {
             ep->heap[ep->sweep_next++].oldest = fresh;
         } else if (ep->sweep_next < ep->heap_n) {
+            candidate_popped(t, id);
             ep->heap[ep->sweep_next] = ep->heap[--ep->heap_n];
         }
     }
@@ -332,6 +352,7 @@ static select_result select_oldest(memq_tracker *t, uint64_t skip, memq_candidat
         if (over_budget(b) || checks-- == 0)
             return SELECT_BUDGET;
         memq_candidate c = heap_pop(ep);
+        candidate_popped(t, c.id);
         if (c.id == skip)
             continue;
         memq_time fresh;
@@ -342,11 +363,10 @@ static select_result select_oldest(memq_tracker *t, uint64_t skip, memq_candidat
             continue;
         }
         c.oldest = fresh;
-        /* Drop the top's stale duplicates of c before comparing. */
-        while (ep->heap_n > 0 && ep->heap[0].id == c.id)
-            heap_pop(ep);
         if (ep->heap_n > 0 && before(&ep->heap[0], &c)) {
-            heap_push(ep, c);
+            memq_account *a = lookup(t, c.id);
+            if (a != NULL)
+                candidate_push(t, a, fresh);
             continue;
         }
         *out = c;
@@ -520,7 +540,7 @@ static void round_finish(memq_tracker *t)
     memq_account *a = lookup(t, ep->victim.id);
     if (a != NULL) {
         if (ep->round_progress)
-            heap_push(ep, ep->victim); /* may hold more old data */
+            candidate_push(t, a, ep->victim.oldest); /* may hold more old data */
         else
             a->refused_episode = (uint32_t)ep->number;
     }
@@ -691,15 +711,18 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
         /* The runner-up's age becomes older_than.  Found in the same call,
          * whatever the budget, so that the victim is acted on while its age
          * is fresh; but after a few re-checks the next key is taken as it
-         * is (an age from this episode), or as none if it is not older. */
+         * is (an age from this episode, or unknown: then no older than the
+         * victim's). */
         memq_time older_than = MEMQ_TIME_MAX;
         budget unbounded = {UINT64_MAX, true};
         r = select_oldest(t, victim.id, &next, &unbounded, RUNNER_UP_CHECKS);
         if (r == SELECT_FOUND) {
-            heap_push(ep, next);
+            memq_account *a = lookup(t, next.id);
+            if (a != NULL)
+                candidate_push(t, a, next.oldest);
             older_than = next.oldest;
-        } else if (r == SELECT_BUDGET && ep->heap_n > 0 && ep->heap[0].oldest > victim.oldest) {
-            older_than = ep->heap[0].oldest;
+        } else if (r == SELECT_BUDGET && ep->heap_n > 0) {
+            older_than = ep->heap[0].oldest > victim.oldest ? ep->heap[0].oldest : victim.oldest;
         }
         if (!t->shutdown)
             start_round(t, victim, older_than);
