@@ -222,7 +222,9 @@ MEMQ_EXPORT int memq_tracker_reconfigure(memq_tracker *t, const memq_config *cfg
 
 /* Bytes currently counted: everything claimed plus the participations'
  * caches (the over-count is at most cache_max per participation).  0 for
- * NULL.  For an unlimited tracker, the sum of the participations' claims. */
+ * NULL.  For an unlimited tracker, the sum of the participations' claims,
+ * saturating at SIZE_MAX (it keeps no shared total, so a claim is only
+ * checked against its own participation's). */
 MEMQ_EXPORT size_t memq_tracker_used(const memq_tracker *t);
 
 /* The configured clock's current time (memq_now() if none); 0 for NULL. */
@@ -285,7 +287,8 @@ MEMQ_EXPORT void memq_tracker_stats(const memq_tracker *t, memq_stats *st);
 enum { MEMQ_DUMP_TEXT = 0, MEMQ_DUMP_JSON = 1, MEMQ_DUMP_PROMETHEUS = 2 };
 
 /* Write the tracker's statistics and its account tree to f: TEXT, an
- * indented tree (an account with several parents appears under each);
+ * indented tree, each account once (under the first of its parents
+ * reached; an account with several parents lists them);
  * JSON, one object {"tracker":{...},"accounts":[...]} with each account's
  * parents by id; PROMETHEUS, the text exposition format (memq_* metrics,
  * one memq_account_used_bytes sample per account).  Each account shows its

@@ -243,18 +243,11 @@ void memq_account_unref(memq_account *a)
         return;
     memq_tracker *t = a->tracker;
     memq__lock(t);
-    bool log = false;
-    if (a->refs == 0) {
-        log = memq__misuse_locked(t);
-    } else if (--a->refs == 0) {
-        memq__account_close(a); /* may free a */
-    }
-    if (log) {
-        memq__unlock(t);
-        memq__log(t, MEMQ_LOG_WARN, "misuse: memq_account_unref on an account with no references");
-        return;
-    }
-    memq__unlock(t);
+    if (a->refs == 0)
+        memq__misuse_locked(t, "misuse: memq_account_unref on an account with no references");
+    else if (--a->refs == 0)
+        memq__account_close(a); /* may free a, and then t at unlock */
+    memq__unlock_log(t);
 }
 
 uint64_t memq_account_id(const memq_account *a)

@@ -250,11 +250,12 @@ void memq__notify(memq_tracker *t, int64_t delay_ns);
  * the need (fd, thread) and returns true if cfg.wakeup must be called once
  * the lock is dropped. */
 bool memq__check_crossing(memq_tracker *t, size_t added);
-void memq__log(const memq_tracker *t, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-/* Count one misuse; under the lock.  Returns true the first time, when
- * the caller should log it. */
-bool memq__misuse_locked(memq_tracker *t);
+/* Count one misuse, under the lock; the first one is logged (as `what`)
+ * by the next memq__unlock_log() or reclaim call. */
+void memq__misuse_locked(memq_tracker *t, const char *what);
+/* Unlock, then log a misuse noted meanwhile, touching nothing of t after
+ * unlocking (the tracker may be gone by then). */
+void memq__unlock_log(memq_tracker *t);
 
 /* ---- config.c ---- */
 /* Resolve MEMQ_AUTO marks into *out; returns what memq_config_check would. */
@@ -283,6 +284,10 @@ void memq__participation_unref(memq_participation *p);
 bool memq__participation_valid(const memq_participation *p);
 /* Forget p's charge (account closing or shutdown).  Under the lock. */
 void memq__participation_close(memq_participation *p);
+
+/* ---- stats.c ---- */
+/* The sum of the open participations' claims, saturating; under the lock. */
+size_t memq__claims_sum(const memq_tracker *t);
 
 /* ---- reclaim.c ---- */
 /* An account started holding memory during an episode. */

@@ -145,12 +145,14 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
     memq_account *a = p->account;
     memq_tracker *t = a->tracker;
     int rc = 0;
-    bool log = false, wake = false;
+    bool wake = false;
 
     memq__lock(t);
     size_t claimed = load(&p->claimed);
-    if (p->freed)
-        log = memq__misuse_locked(t), rc = MEMQ_EINVAL;
+    if (p->freed) {
+        memq__misuse_locked(t, "misuse: memq_claim on a freed participation");
+        rc = MEMQ_EINVAL;
+    }
     else if (t->shutdown)
         rc = MEMQ_ESHUTDOWN;
     else if (memq__closed(p))
@@ -200,11 +202,9 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
     }
     void (*wakeup)(void *) = t->cfg.wakeup;
     void *ctx = t->cfg.wakeup_ctx;
-    memq__unlock(t);
+    memq__unlock_log(t);
     if (wake)
         wakeup(ctx);
-    if (log)
-        memq__log(t, MEMQ_LOG_WARN, "misuse: memq_claim on a freed participation");
     return rc;
 }
 
@@ -220,15 +220,13 @@ static SLOW void release_slow(memq_participation *p, size_t n)
         return;
     memq_account *a = p->account;
     memq_tracker *t = a->tracker;
-    bool log = false;
-
     memq__lock(t);
     if (p->freed) {
-        log = memq__misuse_locked(t);
+        memq__misuse_locked(t, "misuse: memq_release on a freed participation");
     } else {
         size_t claimed = load(&p->claimed);
         if (n > claimed) {
-            log = memq__misuse_locked(t);
+            memq__misuse_locked(t, "misuse: memq_release of more than was claimed");
             n = claimed;
         }
         store(&p->claimed, claimed - n);
@@ -250,10 +248,7 @@ static SLOW void release_slow(memq_participation *p, size_t n)
             p->cache = cache;
         }
     }
-    memq__unlock(t);
-    if (log)
-        memq__log(t, MEMQ_LOG_WARN,
-                  "misuse: memq_release of more than was claimed, or on a freed participation");
+    memq__unlock_log(t);
 }
 
 /* ======================================================================
@@ -301,10 +296,8 @@ void memq_participation_free(memq_participation *p)
         t->callback_waiters--;
     }
     if (p->freed) {
-        bool log = memq__misuse_locked(t);
-        memq__unlock(t);
-        if (log)
-            memq__log(t, MEMQ_LOG_WARN, "misuse: memq_participation_free called twice");
+        memq__misuse_locked(t, "misuse: memq_participation_free called twice");
+        memq__unlock_log(t);
         return;
     }
     p->freed = 1; /* no callback starts from now on */

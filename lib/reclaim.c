@@ -445,8 +445,7 @@ static void answer(memq_tracker *t, memq_participation *p, int st, bool measure)
         t->stats.partial_reclaims++;
         break;
     default:
-        if (memq__misuse_locked(t))
-            t->misuse_note = "misuse: a reclaim answer was neither PARTIAL nor COLLAPSING";
+        memq__misuse_locked(t, "misuse: a reclaim answer was neither PARTIAL nor COLLAPSING");
         t->stats.partial_reclaims++;
         break;
     }
@@ -751,6 +750,9 @@ int memq_tracker_reclaim(memq_tracker *t)
     budget b = {start + (uint64_t)t->cfg.reclaim_budget_us * 1000u, false};
     int rc = run(t, &b, &log);
     t->reclaiming = false;
+    /* Work remains now (not only at a deadline): stay readable. */
+    if (rc == MEMQ_EAGAIN && !t->ep.waiting && !t->shutdown)
+        memq__notify(t, 1);
     t->stats.reclaim_ns_total += memq__real_ns() - start;
     if (t->misuse_note != NULL) {
         note(&log, MEMQ_LOG_WARN, "%s", t->misuse_note);
@@ -783,11 +785,7 @@ void memq_reclaim_done(memq_participation *p, memq_reclaim_status st)
     } else if (!p->freed && t->in_callback == p) {
         p->early_answer = (signed char)answer_st;
     }
-    const char *misuse = t->misuse_note;
-    t->misuse_note = NULL;
-    memq__unlock(t);
-    if (misuse != NULL)
-        memq__log(t, MEMQ_LOG_WARN, "%s", misuse);
+    memq__unlock_log(t);
 }
 
 /* ======================================================================

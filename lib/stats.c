@@ -10,6 +10,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Nothing is charged when tracking is off: an unlimited tracker reports
+ * the sum of the claims, saturating (it keeps no shared total). */
+size_t memq__claims_sum(const memq_tracker *t)
+{
+    size_t sum = 0;
+    for (memq_account *a = t->accounts; a != NULL; a = a->hh.next)
+        for (memq_participation *p = a->participants; p != NULL; p = p->next) {
+            size_t c = atomic_load_explicit(&p->claimed, memory_order_relaxed);
+            sum = c > SIZE_MAX - sum ? SIZE_MAX : sum + c;
+        }
+    return sum;
+}
+
 static void stats_locked(const memq_tracker *t, memq_stats *st)
 {
     *st = t->stats;
@@ -20,10 +33,7 @@ static void stats_locked(const memq_tracker *t, memq_stats *st)
     st->accounts = HASH_COUNT(t->accounts);
     st->participants = t->nparticipants;
     if (t->unlimited) {
-        st->used = 0;
-        for (memq_account *a = t->accounts; a != NULL; a = a->hh.next)
-            for (memq_participation *p = a->participants; p != NULL; p = p->next)
-                st->used += atomic_load_explicit(&p->claimed, memory_order_relaxed);
+        st->used = memq__claims_sum(t);
         st->peak = st->used;
     }
 }
@@ -97,8 +107,10 @@ static int snapshot(memq_tracker *t, dump *d)
     stats_locked(t, &d->stats);
     size_t n = HASH_COUNT(t->accounts);
     d->accounts = calloc(n ? n : 1, sizeof *d->accounts);
-    if (d->accounts == NULL)
-        rc = MEMQ_ENOMEM;
+    if (d->accounts == NULL) {
+        memq__unlock(t);
+        return MEMQ_ENOMEM;
+    }
     for (memq_account *a = t->accounts; a != NULL && rc == 0; a = a->hh.next) {
         dump_account *x = &d->accounts[d->n++];
         x->id = a->id;
@@ -158,9 +170,9 @@ static void put_quoted(FILE *f, const char *s, bool json)
 
 /* ---- text ---- */
 
-static void text_account(FILE *f, const dump *d, const dump_account *a, int depth)
+static void text_account(FILE *f, const dump *d, const dump_account *a, size_t depth)
 {
-    fprintf(f, "%*saccount %" PRIu64, 2 * depth, "", a->id);
+    fprintf(f, "%*saccount %" PRIu64, (int)(2 * (depth < 64 ? depth : 64)), "", a->id);
     if (a->name != NULL) {
         fputc(' ', f);
         put_quoted(f, a->name, true);
@@ -168,15 +180,25 @@ static void text_account(FILE *f, const dump *d, const dump_account *a, int dept
     fprintf(f, ": used %zu, participants %" PRIu32, a->used, a->participants);
     if (a->used > 0 && a->oldest != MEMQ_TIME_MAX)
         fprintf(f, ", oldest data %.3f s old", age_s(d, a));
-    fputc('\n', f);
-    for (uint32_t i = 0; i < a->nchildren; i++) {
-        const dump_account *c = find(d, a->children[i]);
-        if (c != NULL)
-            text_account(f, d, c, depth + 1);
+    if (a->nparents > 1) {
+        fputs(", parents", f);
+        for (uint32_t i = 0; i < a->nparents; i++)
+            fprintf(f, " %" PRIu64, a->parents[i]);
     }
+    fputc('\n', f);
 }
 
-static void dump_text(FILE *f, const dump *d)
+typedef struct text_frame {
+    size_t index, depth;
+} text_frame;
+
+/*
+ * The tree, depth first, each account once: under the first of its parents
+ * reached (its line lists all its parents), so that a deep chain cannot
+ * overflow the stack and a layered graph does not print exponentially many
+ * lines.  Indentation stops growing at 64 levels.
+ */
+static int dump_text(FILE *f, const dump *d)
 {
     const memq_stats *s = &d->stats;
     fprintf(f,
@@ -188,9 +210,37 @@ static void dump_text(FILE *f, const dump *d)
             s->accounts_reclaimed, s->accounts_collapsed, s->partial_reclaims, s->bytes_reclaimed,
             s->unreclaimable_events, s->callback_timeouts, s->misuse_events,
             (double)s->reclaim_ns_total / 1e6, (double)s->episode_ns_max / 1e6);
-    for (size_t i = 0; i < d->n; i++)
-        if (d->accounts[i].nparents == 0)
-            text_account(f, d, &d->accounts[i], 0);
+    bool *shown = calloc(d->n ? d->n : 1, sizeof *shown);
+    text_frame *stack = malloc((d->n ? d->n : 1) * sizeof *stack);
+    if (shown == NULL || stack == NULL) {
+        free(shown);
+        free(stack);
+        return MEMQ_ENOMEM;
+    }
+    for (size_t r = 0; r < d->n; r++) {
+        if (d->accounts[r].nparents != 0)
+            continue;
+        /* Each account is pushed at most once (marked when pushed), so the
+         * stack never holds more than d->n frames. */
+        size_t top = 0;
+        stack[top++] = (text_frame){r, 0};
+        shown[r] = true;
+        while (top > 0) {
+            text_frame fr = stack[--top];
+            const dump_account *a = &d->accounts[fr.index];
+            text_account(f, d, a, fr.depth);
+            for (uint32_t i = a->nchildren; i-- > 0;) {
+                const dump_account *c = find(d, a->children[i]);
+                if (c == NULL || shown[c - d->accounts])
+                    continue;
+                shown[c - d->accounts] = true;
+                stack[top++] = (text_frame){(size_t)(c - d->accounts), fr.depth + 1};
+            }
+        }
+    }
+    free(shown);
+    free(stack);
+    return 0;
 }
 
 /* ---- JSON ---- */
@@ -304,11 +354,13 @@ int memq_tracker_dump(memq_tracker *t, FILE *f, int format)
     if (rc != 0)
         return rc;
     if (format == MEMQ_DUMP_TEXT)
-        dump_text(f, &d);
+        rc = dump_text(f, &d);
     else if (format == MEMQ_DUMP_JSON)
         dump_json(f, &d);
     else
         dump_prometheus(f, &d);
     dump_free(&d);
+    if (rc != 0)
+        return rc;
     return fflush(f) != 0 || ferror(f) ? MEMQ_ESYSTEM : 0;
 }

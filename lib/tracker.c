@@ -19,32 +19,25 @@ memq_time memq__clock(const memq_tracker *t)
     return t->cfg.clock != NULL ? t->cfg.clock(t->cfg.clock_ctx) : memq_now();
 }
 
-void memq__log(const memq_tracker *t, int level, const char *fmt, ...)
-{
-    memq_tracker *mt = (memq_tracker *)t;
-    memq__lock(mt);
-    void (*fn)(void *, int, const char *) = t->cfg.log;
-    void *ctx = t->cfg.log_ctx;
-    memq__unlock(mt);
-    if (fn == NULL)
-        return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    fn(ctx, level, msg);
-}
-
-bool memq__misuse_locked(memq_tracker *t)
+void memq__misuse_locked(memq_tracker *t, const char *what)
 {
     t->stats.misuse_events++;
-    if (t->misuse_logged)
-        return false;
-    t->misuse_logged = true;
-    return true;
+    if (!t->misuse_logged) {
+        t->misuse_logged = true;
+        t->misuse_note = what;
+    }
 }
 
+void memq__unlock_log(memq_tracker *t)
+{
+    const char *note = t->misuse_note;
+    void (*fn)(void *, int, const char *) = t->cfg.log;
+    void *ctx = t->cfg.log_ctx;
+    t->misuse_note = NULL;
+    memq__unlock(t);
+    if (note != NULL && fn != NULL)
+        fn(ctx, MEMQ_LOG_WARN, note);
+}
 
 /* ======================================================================
  * Announcing the need for reclamation
@@ -168,10 +161,8 @@ void memq_tracker_free(memq_tracker *t)
         return;
     memq__lock(t);
     if (t->shutdown) {
-        bool log = memq__misuse_locked(t);
-        memq__unlock(t);
-        if (log)
-            memq__log(t, MEMQ_LOG_WARN, "misuse: memq_tracker_free called twice");
+        memq__misuse_locked(t, "misuse: memq_tracker_free called twice");
+        memq__unlock_log(t);
         return;
     }
     t->shutdown = true;
@@ -192,9 +183,10 @@ void memq_tracker_free(memq_tracker *t)
              * itself when the callback returns. */
             pthread_detach(t->thread);
         } else {
-            memq__unlock(t);
+            /* Our own reference keeps t: a plain unlock suffices. */
+            pthread_mutex_unlock(&t->lock);
             pthread_join(t->thread, NULL);
-            memq__lock(t);
+            pthread_mutex_lock(&t->lock);
         }
     }
     t->refs--;
@@ -250,13 +242,9 @@ size_t memq_tracker_used(const memq_tracker *t)
         return 0;
     if (!t->unlimited)
         return atomic_load_explicit(&t->used, memory_order_relaxed);
-    /* Nothing is charged when tracking is off; report the claims. */
     memq_tracker *mt = (memq_tracker *)t;
-    size_t sum = 0;
     memq__lock(mt);
-    for (memq_account *a = t->accounts; a != NULL; a = a->hh.next)
-        for (memq_participation *p = a->participants; p != NULL; p = p->next)
-            sum += atomic_load_explicit(&p->claimed, memory_order_relaxed);
+    size_t sum = memq__claims_sum(t);
     memq__unlock(mt);
     return sum;
 }

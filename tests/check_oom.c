@@ -1,0 +1,405 @@
+/*
+ * check_oom.c - allocation failure at the N-th allocation, swept over N
+ * for a full scenario: every function must return MEMQ_ENOMEM or succeed,
+ * the totals must stay consistent, and nothing may leak (the ASan build's
+ * LeakSanitizer and `make check-valgrind` check the last).
+ *
+ * The program links the static library, so it interposes malloc, calloc,
+ * realloc and strdup for the whole process; only calls made directly from
+ * this executable's code (the library, and uthash inside it) while a
+ * library function runs are counted and may fail.  The real allocator is
+ * the sanitizer's when there is one (__interceptor_*), else glibc's
+ * (__libc_*), which valgrind also replaces.
+ *
+ * Two sweeps: the N-th allocation fails once (the usual transient
+ * failure), and every allocation from the N-th on fails (memory stays
+ * short: cleanup paths must not need any).
+ */
+#include <check.h>
+#include <memquota.h>
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ======================================================================
+ * The failing allocator
+ * ====================================================================== */
+
+extern void *__interceptor_malloc(size_t) __attribute__((weak));
+extern void *__interceptor_calloc(size_t, size_t) __attribute__((weak));
+extern void *__interceptor_realloc(void *, size_t) __attribute__((weak));
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+
+extern char __executable_start, etext;
+
+/* The interposers run during the sanitizers' own start-up (their dlsym
+ * calls allocate), before TSan has any thread state: never instrument
+ * them. */
+#define NO_SANITIZE __attribute__((no_sanitize("thread", "address", "undefined")))
+
+static _Thread_local int armed;    /* a library call is running on this thread */
+static unsigned long long counted; /* allocations seen while armed */
+static unsigned long long fail_at; /* 0: never */
+static bool fail_after;            /* fail every allocation from fail_at on */
+static unsigned long long failures;
+
+NO_SANITIZE static bool from_executable(const void *ret)
+{
+    return (const char *)ret >= &__executable_start && (const char *)ret < &etext;
+}
+
+NO_SANITIZE static bool should_fail(const void *caller)
+{
+    if (!armed || !from_executable(caller))
+        return false;
+    counted++;
+    if (fail_at == 0 || counted < fail_at || (counted > fail_at && !fail_after))
+        return false;
+    failures++;
+    return true;
+}
+
+NO_SANITIZE static void *real_malloc(size_t n)
+{
+    return __interceptor_malloc ? __interceptor_malloc(n) : __libc_malloc(n);
+}
+
+NO_SANITIZE void *malloc(size_t n)
+{
+    if (should_fail(__builtin_return_address(0)))
+        return NULL;
+    return real_malloc(n);
+}
+
+NO_SANITIZE void *calloc(size_t n, size_t size)
+{
+    if (should_fail(__builtin_return_address(0)))
+        return NULL;
+    return __interceptor_calloc ? __interceptor_calloc(n, size) : __libc_calloc(n, size);
+}
+
+NO_SANITIZE void *realloc(void *p, size_t n)
+{
+    if (should_fail(__builtin_return_address(0)))
+        return NULL;
+    return __interceptor_realloc ? __interceptor_realloc(p, n) : __libc_realloc(p, n);
+}
+
+NO_SANITIZE char *strdup(const char *s)
+{
+    if (should_fail(__builtin_return_address(0)))
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = real_malloc(n);
+    if (d != NULL)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* ======================================================================
+ * The scenario
+ * ====================================================================== */
+
+#define KIB ((size_t)1024)
+#define CALL(expr) (armed = 1, call_rc = (expr), armed = 0, call_rc)
+#define VCALL(expr) (armed = 1, (expr), armed = 0)
+static int call_rc;
+
+/* Every function returning an error code may only fail for lack of memory. */
+#define OK_OR_NOMEM(expr)                                                                    \
+    do {                                                                                     \
+        int rc_ = CALL(expr);                                                                \
+        ck_assert_msg(rc_ == 0 || rc_ == MEMQ_ENOMEM, "%s returned %d (%s) at allocation %llu", \
+                      #expr, rc_, memq_strerror(rc_), fail_at);                              \
+    } while (0)
+
+typedef struct part {
+    memq_participation *p;
+    size_t held;
+    memq_time stamp;
+    int answer; /* 0 partial (free all), 1 collapse, 2 pending */
+} part;
+
+static bool part_oldest(void *self, memq_time *when)
+{
+    part *x = self;
+    if (x->held == 0)
+        return false;
+    *when = x->stamp;
+    return true;
+}
+
+static memq_reclaim_status part_reclaim(void *self, const memq_reclaim_request *req)
+{
+    part *x = self;
+    (void)req;
+    if (x->answer == 1) {
+        x->held = 0;
+        return MEMQ_RECLAIMED_COLLAPSING;
+    }
+    if (x->answer == 2)
+        return MEMQ_RECLAIM_PENDING;
+    memq_release(x->p, x->held);
+    x->held = 0;
+    return MEMQ_RECLAIMED_PARTIAL;
+}
+
+static const memq_participant_ops part_ops = {part_oldest, part_reclaim};
+static memq_time now_ns = 1000000;
+
+static memq_time fake_clock(void *ctx)
+{
+    (void)ctx;
+    return now_ns;
+}
+
+static void free_item(void *item, void *ctx)
+{
+    (void)ctx;
+    free(item);
+}
+
+static void *pop(memq_queue *q)
+{
+    armed = 1;
+    void *item = memq_queue_pop(q);
+    armed = 0;
+    return item;
+}
+
+#define NACC 12
+#define NPART 16
+
+/* used must equal the sum of the claims (cache_max is 0). */
+static void check_totals(memq_tracker *t, part *ps, int n)
+{
+    size_t sum = 0;
+    for (int i = 0; i < n; i++)
+        if (ps[i].p != NULL)
+            sum += memq_participation_claimed(ps[i].p);
+    memq_stats st;
+    memq_tracker_stats(t, &st);
+    ck_assert_msg(st.used >= sum, "used %zu < claims %zu at allocation %llu", st.used, sum,
+                  fail_at);
+    ck_assert_msg(st.used - sum <= 64 * KIB, /* the containers' own claims */
+                  "used %zu vs claims %zu at allocation %llu", st.used, sum, fail_at);
+}
+
+static void scenario(void)
+{
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.max = 256 * KIB;
+    cfg.low_water = 128 * KIB;
+    cfg.cache_max = 0;
+    cfg.clock = fake_clock;
+    cfg.reclaim_timeout_ms = 5;
+    memq_tracker *t = NULL;
+    OK_OR_NOMEM(memq_tracker_new(&t, &cfg));
+    if (t == NULL)
+        return;
+
+    memq_account *acc[NACC] = {0};
+    for (int i = 0; i < NACC; i++) {
+        memq_account *parent = i >= 3 ? acc[i % 3] : NULL;
+        OK_OR_NOMEM(memq_account_new(t, parent, &acc[i]));
+        if (acc[i] != NULL) {
+            char name[32];
+            snprintf(name, sizeof name, "account %d", i);
+            OK_OR_NOMEM(memq_account_set_name(acc[i], name));
+        }
+    }
+    for (int i = 3; i < NACC; i++)
+        if (acc[i] != NULL && acc[(i + 1) % 3] != NULL) {
+            int rc = CALL(memq_account_add_parent(acc[i], acc[(i + 1) % 3]));
+            ck_assert_msg(rc == 0 || rc == MEMQ_ENOMEM || rc == MEMQ_EEXIST, "add_parent %d", rc);
+        }
+
+    part ps[NPART];
+    memset(ps, 0, sizeof ps);
+    for (int i = 0; i < NPART; i++) {
+        memq_account *a = acc[i % NACC];
+        if (a == NULL)
+            continue;
+        ps[i].answer = i % 5 == 1 ? 1 : i % 5 == 2 ? 2 : 0;
+        OK_OR_NOMEM(memq_participant_register(a, &part_ops, &ps[i], &ps[i].p));
+    }
+    for (int round = 0; round < 3; round++) {
+        for (int i = 0; i < NPART; i++) {
+            if (ps[i].p == NULL)
+                continue;
+            size_t n = (size_t)(i + 1) * 3 * KIB;
+            int rc = CALL(memq_claim(ps[i].p, n));
+            ck_assert_msg(rc == 0 || rc == MEMQ_ECLOSED, "claim %d", rc);
+            if (rc == 0) {
+                if (ps[i].held == 0)
+                    ps[i].stamp = now_ns;
+                ps[i].held += n;
+            }
+            now_ns += 1000;
+        }
+        check_totals(t, ps, NPART);
+        for (int k = 0; k < 20; k++) {
+            int rc = CALL(memq_tracker_reclaim(t));
+            ck_assert_msg(rc == 0 || rc == MEMQ_EAGAIN || rc == MEMQ_ENOMEM, "reclaim %d", rc);
+            check_totals(t, ps, NPART);
+            if (rc == 0)
+                break;
+            now_ns += 3000000; /* pending answers time out */
+        }
+    }
+
+    /* Containers. */
+    memq_queue *q = NULL;
+    memq_buf *b = NULL;
+    memq_account *cacc = NULL; /* the containers' own account */
+    OK_OR_NOMEM(memq_account_new(t, NULL, &cacc));
+    if (cacc != NULL) {
+        OK_OR_NOMEM(memq_queue_new(cacc, MEMQ_QUEUE_DROP_OLDEST, free_item, NULL, NULL, &q));
+        OK_OR_NOMEM(memq_buf_new(cacc, NULL, NULL, &b));
+    }
+    if (q != NULL)
+        for (int i = 0; i < 20; i++) {
+            void *item = real_malloc(16);
+            int rc = CALL(memq_queue_push(q, item, 100));
+            ck_assert_msg(rc == 0 || rc == MEMQ_ENOMEM || rc == MEMQ_ECLOSED, "push %d", rc);
+            if (rc != 0)
+                free(item);
+            if (i % 3 == 0)
+                free(pop(q));
+        }
+    if (b != NULL) {
+        char data[5000];
+        memset(data, 'x', sizeof data);
+        for (int i = 0; i < 10; i++) {
+            int rc = CALL(memq_buf_add(b, data, sizeof data));
+            ck_assert_msg(rc == 0 || rc == MEMQ_ENOMEM || rc == MEMQ_ECLOSED, "buf_add %d", rc);
+            VCALL(memq_buf_drain(b, 3000));
+        }
+    }
+
+    /* Reconfigure, queries, dumps. */
+    cfg.max = 128 * KIB;
+    cfg.low_water = 64 * KIB;
+    OK_OR_NOMEM(memq_tracker_reconfigure(t, &cfg));
+    for (int f = 0; f < 3; f++) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *out = open_memstream(&text, &len);
+        if (out != NULL) {
+            int rc = CALL(memq_tracker_dump(t, out, f));
+            ck_assert_msg(rc == 0 || rc == MEMQ_ENOMEM, "dump %d", rc);
+            fclose(out);
+            free(text);
+        }
+    }
+    if (acc[1] != NULL) {
+        memq_account *found;
+        armed = 1;
+        found = memq_account_find(t, memq_account_id(acc[1]));
+        armed = 0;
+        if (found != NULL)
+            memq_account_unref(found);
+    }
+    for (int k = 0; k < 20; k++) {
+        int rc = CALL(memq_tracker_reclaim(t));
+        ck_assert_msg(rc == 0 || rc == MEMQ_EAGAIN || rc == MEMQ_ENOMEM, "reclaim %d", rc);
+        if (rc == 0)
+            break;
+        now_ns += 3000000;
+    }
+    check_totals(t, ps, NPART);
+
+    /* Teardown: nothing here may need memory. */
+    if (q != NULL)
+        VCALL(memq_queue_free(q));
+    if (b != NULL)
+        VCALL(memq_buf_free(b));
+    for (int i = 0; i < NPART; i++)
+        if (ps[i].p != NULL)
+            VCALL(memq_participation_free(ps[i].p));
+    for (int i = 0; i < NACC; i++)
+        if (acc[i] != NULL)
+            VCALL(memq_account_unref(acc[i]));
+    if (cacc != NULL)
+        VCALL(memq_account_unref(cacc));
+    VCALL(memq_tracker_free(t));
+}
+
+/* How many counted allocations a run without failures makes. */
+static unsigned long long scenario_allocations(void)
+{
+    fail_at = 0;
+    counted = 0;
+    now_ns = 1000000;
+    scenario();
+    return counted;
+}
+
+static void sweep(bool after)
+{
+    unsigned long long total = scenario_allocations();
+    ck_assert_uint_gt(total, 50); /* the scenario does allocate */
+    unsigned long long failed_runs = 0;
+    for (unsigned long long n = 1; n <= total + 1; n++) {
+        fail_at = n;
+        fail_after = after;
+        counted = 0;
+        failures = 0;
+        now_ns = 1000000;
+        scenario();
+        if (failures > 0)
+            failed_runs++;
+    }
+    fail_at = 0;
+    /* Every allocation site up to the last was made to fail at least once. */
+    ck_assert_uint_ge(failed_runs, total);
+}
+
+START_TEST(test_every_function_survives_the_nth_allocation_failing)
+{
+    sweep(false);
+}
+END_TEST
+
+START_TEST(test_every_function_survives_all_allocations_failing_from_the_nth)
+{
+    sweep(true);
+}
+END_TEST
+
+START_TEST(test_interposition_sees_the_library_allocations)
+{
+    fail_at = 1;
+    fail_after = false;
+    counted = 0;
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.max = 1024 * KIB;
+    memq_tracker *t = (memq_tracker *)0x1;
+    ck_assert_int_eq(CALL(memq_tracker_new(&t, &cfg)), MEMQ_ENOMEM);
+    ck_assert_ptr_eq(t, (memq_tracker *)0x1);
+    fail_at = 0;
+}
+END_TEST
+
+int main(void)
+{
+    Suite *s = suite_create("oom");
+    TCase *tc = tcase_create("sweep");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, test_interposition_sees_the_library_allocations);
+    tcase_add_test(tc, test_every_function_survives_the_nth_allocation_failing);
+    tcase_add_test(tc, test_every_function_survives_all_allocations_failing_from_the_nth);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
