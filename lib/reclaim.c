@@ -87,7 +87,8 @@ static void sift_down(memq_candidate *h, size_t n, size_t i)
     }
 }
 
-static bool heap_push(memq_episode *ep, memq_candidate c)
+/* Append without ordering (the array while it is swept). */
+static bool array_push(memq_episode *ep, memq_candidate c)
 {
     if (ep->heap_n == ep->heap_cap) {
         size_t cap = ep->heap_cap ? ep->heap_cap * 2 : 64;
@@ -97,9 +98,15 @@ static bool heap_push(memq_episode *ep, memq_candidate c)
         ep->heap = h;
         ep->heap_cap = cap;
     }
-    size_t i = ep->heap_n++;
-    ep->heap[i] = c;
-    while (i > 0 && before(&ep->heap[i], &ep->heap[(i - 1) / 2])) {
+    ep->heap[ep->heap_n++] = c;
+    return true;
+}
+
+static bool heap_push(memq_episode *ep, memq_candidate c)
+{
+    if (!array_push(ep, c))
+        return false;
+    for (size_t i = ep->heap_n - 1; i > 0 && before(&ep->heap[i], &ep->heap[(i - 1) / 2]);) {
         memq_candidate tmp = ep->heap[i];
         ep->heap[i] = ep->heap[(i - 1) / 2];
         ep->heap[(i - 1) / 2] = tmp;
@@ -141,20 +148,6 @@ static int build_heap(memq_tracker *t)
     return 0;
 }
 
-/* Append without ordering (during the sweep). */
-static bool array_push(memq_episode *ep, memq_candidate c)
-{
-    if (ep->heap_n == ep->heap_cap) {
-        size_t cap = ep->heap_cap ? ep->heap_cap * 2 : 64;
-        memq_candidate *h = realloc(ep->heap, cap * sizeof *h);
-        if (h == NULL)
-            return false;
-        ep->heap = h;
-        ep->heap_cap = cap;
-    }
-    ep->heap[ep->heap_n++] = c;
-    return true;
-}
 
 /* Put a into the heap (or the array being swept) unless it has an entry
  * already: one entry per account, so no check is spent on duplicates.  On
