@@ -335,15 +335,15 @@ $(num reclaim_longest_call_wall 0) µs.
 
 EOF
 if missed reclaim_first_victim_vs_sort; then cat <<EOF
-**Why it misses** (at commit 0bc7a06).  Since commit 836666d an episode
-starts with every account that holds memory marked "unknown", and asks
-each one (all its participants, in one batch) before any victim is
-verified, so that a participant holding data older than its account's
-hint cannot hide.  The first victim therefore waits for a sweep of all
-100,000 accounts, 1,000,000 \`oldest\` callbacks, each account costing a
+**Why it misses.**  An episode asks every account that holds memory for
+its age (all its participants, in one batch) before any victim is
+verified, so that a participant holding data older than anything the
+library could have recorded (data stamped before its claim, or a
+participant that claims memory and reports none) cannot hide.  The first
+victim therefore waits for a linear sweep of all 100,000 accounts,
+1,000,000 \`oldest\` callbacks, each account costing a hash lookup, a
 snapshot of its participations with a reference taken on each, the lock
-dropped and retaken, a clock read, its callbacks, the references dropped,
-two hash lookups and a heap push: here
+dropped and retaken around its callbacks, and the references dropped: here
 $(awk -v m="$(val reclaim_first_victim)" 'BEGIN { printf "%.2f", m * 1000 / 100000 }') µs per account.
 The sort baseline makes the same 1,000,000 callbacks, without locks, from
 a contiguous array, then sorts: the sweep alone costs nearly as much.  At
