@@ -61,13 +61,34 @@ static void list_free(memq_account_list **lp)
     *lp = NULL;
 }
 
+/* a's extra part, allocated if needed; NULL if that fails. */
+static memq_account_extra *extra(memq_account *a)
+{
+    if (a->extra == NULL)
+        a->extra = calloc(1, sizeof *a->extra);
+    return a->extra;
+}
+
+static void extra_free(memq_account *a)
+{
+    if (a->extra == NULL)
+        return;
+    free(a->extra->name);
+    list_free(&a->extra->parents);
+    list_free(&a->extra->children);
+    free(a->extra);
+    a->extra = NULL;
+}
+
 /* Link child under parent, both ways, or neither. */
 static bool link(memq_account *child, memq_account *parent)
 {
-    if (!list_push(&parent->children, child))
+    if (extra(child) == NULL || extra(parent) == NULL)
         return false;
-    if (!list_push(&child->parents, parent)) {
-        parent->children->n--;
+    if (!list_push(&parent->extra->children, child))
+        return false;
+    if (!list_push(&child->extra->parents, parent)) {
+        parent->extra->children->n--;
         return false;
     }
     return true;
@@ -89,8 +110,9 @@ bool memq__account_walk(memq_account *a, void (*fn)(memq_account *, void *), voi
     while (stack->n > 0) {
         memq_account *x = stack->items[--stack->n];
         fn(x, arg);
-        for (uint32_t i = 0; i < memq__list_n(x->children); i++) {
-            memq_account *c = x->children->items[i];
+        memq_account_list *children = memq__children(x);
+        for (uint32_t i = 0; i < memq__list_n(children); i++) {
+            memq_account *c = children->items[i];
             if (c->visit == mark)
                 continue;
             c->visit = mark;
@@ -134,10 +156,8 @@ int memq_account_new(memq_tracker *t, memq_account *parent, memq_account **out)
         a->id = t->next_id;
         HASH_ADD(hh, t->accounts, id, sizeof a->id, a);
         if (a->hh.tbl == NULL) {
-            if (parent != NULL) {
-                list_remove(parent->children, a);
-                list_free(&a->parents);
-            }
+            if (parent != NULL)
+                list_remove(memq__children(parent), a);
             rc = MEMQ_ENOMEM;
         }
     }
@@ -148,6 +168,7 @@ int memq_account_new(memq_tracker *t, memq_account *parent, memq_account **out)
     memq__unlock(t);
     if (rc != 0) {
         a->magic = MEMQ_MAGIC_DEAD;
+        extra_free(a);
         free(a);
         return rc;
     }
@@ -163,7 +184,7 @@ void memq__account_maybe_free(memq_account *a)
         return;
     memq_tracker *t = a->tracker;
     a->magic = MEMQ_MAGIC_DEAD;
-    free(a->name);
+    extra_free(a);
     free(a);
     t->refs--;
 }
@@ -176,12 +197,15 @@ void memq__account_close(memq_account *a)
         for (memq_participation *p = a->participants; p != NULL; p = p->next)
             memq__participation_close(p);
         HASH_DEL(t->accounts, a);
-        for (uint32_t i = 0; i < memq__list_n(a->parents); i++)
-            list_remove(a->parents->items[i]->children, a);
-        for (uint32_t i = 0; i < memq__list_n(a->children); i++)
-            list_remove(a->children->items[i]->parents, a);
-        list_free(&a->parents);
-        list_free(&a->children);
+        memq_account_list *parents = memq__parents(a), *children = memq__children(a);
+        for (uint32_t i = 0; i < memq__list_n(parents); i++)
+            list_remove(memq__children(parents->items[i]), a);
+        for (uint32_t i = 0; i < memq__list_n(children); i++)
+            list_remove(memq__parents(children->items[i]), a);
+        if (a->extra != NULL) {
+            list_free(&a->extra->parents);
+            list_free(&a->extra->children);
+        }
     }
     memq__account_maybe_free(a);
 }
@@ -214,7 +238,7 @@ int memq_account_add_parent(memq_account *a, memq_account *parent)
         rc = MEMQ_ESHUTDOWN;
     else if (a->closed || parent->closed)
         rc = MEMQ_ECLOSED;
-    else if (list_contains(a->parents, parent))
+    else if (list_contains(memq__parents(a), parent))
         rc = MEMQ_EEXIST;
     else if (!memq__account_walk(a, find_in, &f))
         rc = MEMQ_ENOMEM;
@@ -276,12 +300,22 @@ int memq_account_set_name(memq_account *a, const char *name)
     if (name != NULL && (copy = strdup(name)) == NULL)
         return MEMQ_ENOMEM;
     memq_tracker *t = a->tracker;
+    char *old = NULL;
+    int rc = 0;
     memq__lock(t);
-    char *old = a->name;
-    a->name = copy;
+    if (copy != NULL || a->extra != NULL) {
+        if (extra(a) == NULL) {
+            rc = MEMQ_ENOMEM;
+        } else {
+            old = a->extra->name;
+            a->extra->name = copy;
+            copy = NULL;
+        }
+    }
     memq__unlock(t);
     free(old);
-    return 0;
+    free(copy);
+    return rc;
 }
 
 memq_tracker *memq_account_tracker(const memq_account *a)

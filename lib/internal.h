@@ -94,13 +94,19 @@ static inline uint32_t memq__list_n(const memq_account_list *l)
     return l != NULL ? l->n : 0;
 }
 
+/* What most accounts do without (a name, a place in a tree), allocated on
+ * first use so that a plain account stays small. */
+typedef struct memq_account_extra {
+    char *name;
+    memq_account_list *parents, *children;
+} memq_account_extra;
+
 struct memq_account {
     uint32_t magic;
     uint32_t refs;         /* user references */
     uint64_t id;
     memq_tracker *tracker;
-    char *name;
-    memq_account_list *parents, *children;
+    memq_account_extra *extra;        /* NULL until needed */
     memq_participation *participants; /* doubly linked, NULL-terminated */
     size_t charged;           /* sum of the participants' charged */
     memq_time oldest_seen;    /* as last reported to reclamation, or MEMQ_TIME_MAX */
@@ -265,6 +271,21 @@ size_t memq__auto_max_at(const char *root);
 size_t memq__auto_max_from(uint64_t limit_bytes);
 
 /* ---- account.c ---- */
+static inline memq_account_list *memq__parents(const memq_account *a)
+{
+    return a->extra != NULL ? a->extra->parents : NULL;
+}
+
+static inline memq_account_list *memq__children(const memq_account *a)
+{
+    return a->extra != NULL ? a->extra->children : NULL;
+}
+
+static inline const char *memq__name(const memq_account *a)
+{
+    return a->extra != NULL ? a->extra->name : NULL;
+}
+
 /* Close a if open, forgetting its participants' usage, then free it if
  * nothing holds it.  Under the lock. */
 void memq__account_close(memq_account *a);

@@ -119,13 +119,14 @@ static int snapshot(memq_tracker *t, dump *d)
             x->used += atomic_load_explicit(&p->claimed, memory_order_relaxed);
             x->participants++;
         }
-        x->nparents = memq__list_n(a->parents);
-        x->nchildren = memq__list_n(a->children);
-        x->parents = ids_of(a->parents);
-        x->children = ids_of(a->children);
-        if (a->name != NULL)
-            x->name = strdup(a->name);
-        if (x->parents == NULL || x->children == NULL || (a->name != NULL && x->name == NULL))
+        const char *name = memq__name(a);
+        x->nparents = memq__list_n(memq__parents(a));
+        x->nchildren = memq__list_n(memq__children(a));
+        x->parents = ids_of(memq__parents(a));
+        x->children = ids_of(memq__children(a));
+        if (name != NULL)
+            x->name = strdup(name);
+        if (x->parents == NULL || x->children == NULL || (name != NULL && x->name == NULL))
             rc = MEMQ_ENOMEM;
     }
     memq__unlock(t);
