@@ -7,7 +7,14 @@
  * cache_max bytes charged to the tracker but not yet claimed, so most claims
  * and releases touch only the participation.  The tracker's total therefore
  * over-counts by at most cache_max per participation (never under-counts).
- * A participation starts with an empty cache, so idle ones cost nothing.
+ * A participation starts with an empty cache, so one that never claimed
+ * costs nothing; one that claimed keeps up to cache_max while idle.
+ *
+ * Besides its cache the claim fast path reads one byte, the gate: open,
+ * closed (the account closed: claims fail), or offer (an episode found the
+ * account holding only cache: the next claim goes the slow way and makes
+ * it a candidate again).  Releases read no gate: after closing, the slow
+ * path they eventually take drops what they return.
  *
  * Invariant, under the tracker lock, for an open participation:
  *     charged == claimed + cache

@@ -3,17 +3,19 @@
  * asking them for memory, collecting their answers, within a time budget.
  *
  * Victim selection uses a lazy min-heap of accounts keyed by the time of
- * their own participants' oldest data.  An episode starts by heapifying
- * every account that holds memory, in O(accounts), with key 0: "unknown,
- * look first".  Popping an entry re-checks it: its participants are asked
- * for their oldest data (outside the lock), and the entry is the victim
- * only if its fresh age is still no newer than the next key in the heap;
- * otherwise it goes back with its fresh key.  The first pops therefore
- * sweep every candidate once, and every victim is re-checked right before
- * it is reclaimed: no stale heap, no trust in ages reported earlier, and a
- * participant cannot hide by claiming late or lying.  Accounts that start
- * holding memory during an episode join the heap as unknown.  Each re-check
- * leaves the heap better, so the work cuts cleanly into budgeted calls.
+ * their own participants' oldest data, one entry per account.  An episode
+ * starts by listing every account that holds memory, in O(accounts) and
+ * calling no user code, then sweeps the list: each account's participants
+ * are asked for their oldest data, one batch per account with the lock
+ * dropped, and the list is heapified by those ages.  Popping an entry
+ * asks again: the entry is the victim only if its fresh age is still no
+ * newer than the next key in the heap, since every other account's data
+ * is then at least as new; otherwise it goes back with its fresh key.  So
+ * the heap is never stale, nothing reported in an earlier episode is
+ * trusted, and a participant cannot hide by claiming late or lying.
+ * Accounts that start holding memory during an episode join the heap as
+ * unknown (key 0, looked at first).  The sweep and the checks are small
+ * steps, which is what lets a time budget cut an episode into calls.
  *
  * A round sends the request to every participant of the victim and its
  * descendants, one callback at a time with the lock dropped.  A victim that
