@@ -19,17 +19,19 @@ set -u
 
 BIN=build/examples
 OUT=build/demo-check
+HONEST=10
+ATTACKERS=20
 while [ $# -gt 0 ]; do
     case $1 in
     --bin) BIN=$2; shift ;;
     --out) OUT=$2; shift ;;
-    *) echo "usage: $0 [--bin DIR] [--out DIR]" >&2; exit 2 ;;
+    --honest) HONEST=$2; shift ;;
+    --attackers) ATTACKERS=$2; shift ;;
+    *) echo "usage: $0 [--bin DIR] [--out DIR] [--honest N] [--attackers M]" >&2; exit 2 ;;
     esac
     shift
 done
 
-HONEST=10
-ATTACKERS=20
 QUOTA=$((16 << 20))
 CONNS=$((HONEST + ATTACKERS + 1))
 BOUND=$((QUOTA + 2 * CONNS * 16384 + (1 << 20) + CONNS * 1024))
