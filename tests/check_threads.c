@@ -164,7 +164,16 @@ START_TEST(test_concurrent_claimers_keep_used_equal_to_their_records)
         claimers[i] = (claimer){ parts[i], 0x1234567ULL * (uint64_t)(i + 1), &stop, 0, 0 };
         ck_assert_int_eq(pthread_create(&threads[i], NULL, claimer_main, &claimers[i]), 0);
     }
+    /* At least 1.2 s, and until the reclaim thread has reclaimed: under
+     * valgrind the threads are serialised and may need longer. */
     sleep_ms(1200);
+    memq_stats st;
+    for (int i = 0; i < DEADLINE_MS; i += 10) {
+        memq_tracker_stats(t, &st);
+        if (st.accounts_reclaimed > 0)
+            break;
+        sleep_ms(10);
+    }
     atomic_store(&stop, true);
     for (int i = 0; i < THREADS; i++)
         pthread_join(threads[i], NULL);
@@ -182,7 +191,6 @@ START_TEST(test_concurrent_claimers_keep_used_equal_to_their_records)
         for (int j = 0; j < PER_THREAD; j++)
             pthread_mutex_unlock(&parts[i][j].mu);
 
-    memq_stats st;
     memq_tracker_stats(t, &st);
     for (int i = 0; i < THREADS; i++)
         for (int j = 0; j < PER_THREAD; j++)
