@@ -396,11 +396,22 @@ MEMQ_EXPORT int memq_participant_register(memq_account *a, const memq_participan
  * served from the participation's cache with no lock and no atomic
  * read-modify-write.  Returns 0; MEMQ_ECLOSED once the account is closed;
  * MEMQ_ESHUTDOWN after memq_tracker_free() (it wins over MEMQ_ECLOSED);
- * MEMQ_EOVERFLOW if a total would overflow size_t; MEMQ_EINVAL for NULL,
+ * MEMQ_EOVERFLOW if a total would overflow size_t; MEMQ_ENOMEM if the
+ * account starts holding memory and its entry in the age index cannot be
+ * allocated (16 bytes, never in the fast path); MEMQ_EINVAL for NULL,
  * or for a freed participation while the library still holds its memory
  * (using a freed handle is otherwise undefined).  A claim of 0 bytes only
- * checks these. */
+ * checks these.  Data claimed is taken to be no older than the claim (see
+ * memq_claim_at()). */
 MEMQ_EXPORT int memq_claim(memq_participation *p, size_t n);
+
+/* memq_claim() for data older than the claim: data that arrived at `when`
+ * and is claimed only now, such as cells moved from another account's
+ * queue with their stamps.  Victim selection assumes that what an account
+ * claims is no older than the claim (or than the oldest data it last
+ * reported); this tells it otherwise.  Takes the tracker's lock.  Returns
+ * what memq_claim() returns. */
+MEMQ_EXPORT int memq_claim_at(memq_participation *p, size_t n, memq_time when);
 
 /* Report that the participant freed n bytes.  Cannot fail: releasing more
  * than is claimed is clamped and counted as misuse; after the account is

@@ -112,12 +112,9 @@ struct memq_account {
     memq_time oldest_seen;    /* as last reported to reclamation, or MEMQ_TIME_MAX */
     uint64_t visit;           /* traversal mark (t->visit) */
     uint32_t pins;            /* participation structs that point here */
-    /* Gave nothing back in this episode (episode numbers mod 2^32: a wrap
-     * can only make an account miss one episode). */
-    uint32_t refused_episode;
-    uint32_t heaped_episode; /* has an entry in this episode's heap */
+    uint32_t slot;            /* 1 + its index in t->ages; 0: not there */
     bool closed;
-    bool dropped; /* an episode found it holding only cache (see gates) */
+    bool dropped; /* found holding only cache: out of t->ages (see gates) */
     UT_hash_handle hh; /* t->accounts, by id, while open */
 };
 
@@ -125,8 +122,17 @@ struct memq_account {
  * The reclamation engine's state (reclaim.c)
  * ====================================================================== */
 
+/* An entry of the age index (t->ages): a min-heap of the accounts holding
+ * memory, keyed by a lower bound of the time of their oldest data. */
+typedef struct memq_age {
+    memq_time key;
+    memq_account *a;
+} memq_age;
+
+/* An account by id with an age: a round's victim, or an account set aside
+ * for the rest of an episode with the key it had. */
 typedef struct memq_candidate {
-    memq_time oldest; /* a lower bound, refreshed before use */
+    memq_time oldest;
     uint64_t id;
 } memq_candidate;
 
@@ -142,14 +148,12 @@ typedef struct memq_pending {
 
 typedef struct memq_episode {
     bool active;
-    bool heap_built;
-    bool swept;        /* every candidate was asked once; heap is a heap */
-    size_t sweep_next; /* before that, the next candidate to ask */
     bool waiting;    /* the last call returned waiting for PENDING answers */
-    uint64_t number; /* episodes are numbered from 1 */
     uint64_t start_ns; /* real clock */
-    memq_candidate *heap;
-    size_t heap_n, heap_cap;
+    /* Accounts keyed MEMQ_TIME_MAX in t->ages until the episode ends: the
+     * round's victim, and those that gave nothing back. */
+    memq_candidate *aside;
+    size_t aside_n, aside_cap;
     memq_snapshot scratch; /* one account's participants, while re-checked */
     /* The round in progress: the victim's and descendants' participations. */
     bool round_active;
@@ -180,6 +184,10 @@ struct memq_tracker {
     size_t peak;
 
     memq_account *accounts; /* uthash by id: the open accounts */
+    /* The age index: every open account with charged > 0, except those
+     * found holding only cache (dropped).  See reclaim.c. */
+    memq_age *ages;
+    size_t ages_n, ages_cap;
     uint64_t next_id;
     uint64_t visit;
     size_t nparticipants;
@@ -311,8 +319,14 @@ void memq__participation_close(memq_participation *p);
 size_t memq__claims_sum(const memq_tracker *t);
 
 /* ---- reclaim.c ---- */
-/* An account started holding memory during an episode. */
-void memq__episode_offer(memq_tracker *t, memq_account *a);
+/* The age index, under the lock.  Make room for one more entry (false:
+ * out of memory); enter a (if not there) with key, a lower bound of the
+ * time of its oldest data; take a out (if there). */
+bool memq__ages_reserve(memq_tracker *t);
+void memq__ages_enter(memq_tracker *t, memq_account *a, memq_time key);
+void memq__ages_leave(memq_tracker *t, memq_account *a);
+/* a holds data from `when` (memq_claim_at): lower its key to it. */
+void memq__ages_lower(memq_tracker *t, memq_account *a, memq_time when);
 /* Abandon p's pending answer (freed or closed).  Under the lock. */
 void memq__episode_forget(memq_tracker *t, memq_participation *p);
 /* Free the episode's memory (tracker shutdown).  Under the lock. */

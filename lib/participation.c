@@ -138,6 +138,18 @@ void memq_release(memq_participation *p, size_t n)
     release_slow(p, n);
 }
 
+int memq_claim_at(memq_participation *p, size_t n, memq_time when)
+{
+    int rc = memq_claim(p, n);
+    if (rc != 0 || n == 0)
+        return rc;
+    memq_tracker *t = p->account->tracker;
+    memq__lock(t);
+    memq__ages_lower(t, p->account, when);
+    memq__unlock(t);
+    return 0;
+}
+
 /*
  * The cache could not serve the claim: charge the tracker for what is
  * missing plus a refill of three quarters of cache_max, so that the next
@@ -153,6 +165,14 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
     memq_tracker *t = a->tracker;
     int rc = 0;
     bool wake = false;
+    /* The time this claim may make the account enter the age index with
+     * (read before locking: the clock is a callback).  Only a participation
+     * holding nothing or behind an offer gate can do that; any other keeps
+     * its account charged, so in the index or dropped. */
+    memq_time now = 0;
+    if ((load(&p->claimed) == 0 && p->cache == 0) ||
+        atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OFFER)
+        now = memq__clock(t);
 
     memq__lock(t);
     size_t claimed = load(&p->claimed);
@@ -166,16 +186,14 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
         rc = MEMQ_ECLOSED;
     else if (n > SIZE_MAX - claimed - p->cache)
         rc = MEMQ_EOVERFLOW; /* also: an unlimited participation's infinite cache ran out */
-    if (rc == 0 && atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OFFER &&
-        (n > 0 || !t->ep.active)) {
-        /* An episode saw this account with cache but no claims and
-         * dropped it; now that it claims, it is a candidate again. */
+    /* Data claimed now is no older than now: a lower bound for the index.
+     * (0, the oldest possible, if the clock was not read.) */
+    bool enter = rc == 0 && n > 0 && !t->unlimited && a->slot == 0 &&
+                 (a->charged == 0 || a->dropped);
+    if (enter && !memq__ages_reserve(t))
+        rc = MEMQ_ENOMEM;
+    if (rc == 0 && n > 0)
         atomic_store_explicit(&p->gate, MEMQ_GATE_OPEN, memory_order_relaxed);
-        if (n > 0) {
-            a->dropped = false;
-            memq__episode_offer(t, a);
-        }
-    }
     if (rc == 0 && n > p->cache) {
         size_t need = n - p->cache;
         size_t refill = t->cfg.cache_max - t->cfg.cache_max / 4;
@@ -186,14 +204,11 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
             if (refill > SIZE_MAX - used - need)
                 refill = 0;
             size_t charge = need + refill;
-            bool was_empty = a->charged == 0;
             memq__used_add(t, charge);
             a->charged += charge;
             p->charged += charge;
             p->cache += charge;
             store(&p->cache_limit, t->cfg.cache_max);
-            if (was_empty)
-                memq__episode_offer(t, a);
             wake = used + charge > t->cfg.max && memq__check_crossing(t, charge);
             if (t->ep.waiting) {
                 /* The episode sleeps on PENDING answers because they would
@@ -206,6 +221,8 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
     if (rc == 0) {
         p->cache -= n;
         publish_claimed(p, claimed + n);
+        if (enter)
+            memq__ages_enter(t, a, now);
     }
     void (*wakeup)(void *) = t->cfg.wakeup;
     void *ctx = t->cfg.wakeup_ctx;
@@ -250,6 +267,8 @@ static SLOW void release_slow(memq_participation *p, size_t n)
                 memq__used_sub(t, give);
                 a->charged -= give;
                 p->charged -= give;
+                if (a->charged == 0)
+                    memq__ages_leave(t, a);
                 cache = keep;
             }
             p->cache = cache;
@@ -268,6 +287,8 @@ void memq__participation_close(memq_participation *p)
     memq__used_sub(a->tracker, p->charged);
     a->charged -= p->charged;
     p->charged = 0;
+    if (a->charged == 0)
+        memq__ages_leave(a->tracker, a);
     atomic_store_explicit(&p->gate, MEMQ_GATE_CLOSED, memory_order_relaxed);
     store(&p->cache_limit, 0);
     if (p->pending)

@@ -64,121 +64,143 @@ static memq_account *lookup(memq_tracker *t, uint64_t id)
 }
 
 /* ======================================================================
- * The candidate heap: a binary min-heap on (oldest, id)
+ * The age index: a binary min-heap on (key, id) of the accounts holding
+ * memory, kept up to date as they start and stop holding it
  * ====================================================================== */
 
-static bool before(const memq_candidate *x, const memq_candidate *y)
+static bool before(const memq_age *x, const memq_age *y)
 {
-    return x->oldest < y->oldest || (x->oldest == y->oldest && x->id < y->id);
+    return x->key < y->key || (x->key == y->key && x->a->id < y->a->id);
 }
 
-static void sift_down(memq_candidate *h, size_t n, size_t i)
+static void place(memq_tracker *t, size_t i, memq_age e)
 {
-    for (;;) {
-        size_t l = 2 * i + 1, best = i;
-        if (l < n && before(&h[l], &h[best]))
-            best = l;
-        if (l + 1 < n && before(&h[l + 1], &h[best]))
-            best = l + 1;
-        if (best == i)
-            return;
-        memq_candidate tmp = h[i];
-        h[i] = h[best];
-        h[best] = tmp;
-        i = best;
-    }
+    t->ages[i] = e;
+    e.a->slot = (uint32_t)(i + 1);
 }
 
-/* Append without ordering (the array while it is swept). */
-static bool array_push(memq_episode *ep, memq_candidate c)
+static void sift_up(memq_tracker *t, size_t i)
 {
-    if (ep->heap_n == ep->heap_cap) {
-        size_t cap = ep->heap_cap ? ep->heap_cap * 2 : 64;
-        memq_candidate *h = realloc(ep->heap, cap * sizeof *h);
-        if (h == NULL)
-            return false;
-        ep->heap = h;
-        ep->heap_cap = cap;
-    }
-    ep->heap[ep->heap_n++] = c;
-    return true;
-}
-
-static bool heap_push(memq_episode *ep, memq_candidate c)
-{
-    if (!array_push(ep, c))
-        return false;
-    for (size_t i = ep->heap_n - 1; i > 0 && before(&ep->heap[i], &ep->heap[(i - 1) / 2]);) {
-        memq_candidate tmp = ep->heap[i];
-        ep->heap[i] = ep->heap[(i - 1) / 2];
-        ep->heap[(i - 1) / 2] = tmp;
+    memq_age e = t->ages[i];
+    while (i > 0 && before(&e, &t->ages[(i - 1) / 2])) {
+        place(t, i, t->ages[(i - 1) / 2]);
         i = (i - 1) / 2;
     }
+    place(t, i, e);
+}
+
+static void sift_down(memq_tracker *t, size_t i)
+{
+    memq_age e = t->ages[i];
+    for (;;) {
+        size_t l = 2 * i + 1, best = l;
+        if (l >= t->ages_n)
+            break;
+        if (l + 1 < t->ages_n && before(&t->ages[l + 1], &t->ages[l]))
+            best = l + 1;
+        if (!before(&t->ages[best], &e))
+            break;
+        place(t, i, t->ages[best]);
+        i = best;
+    }
+    place(t, i, e);
+}
+
+bool memq__ages_reserve(memq_tracker *t)
+{
+    if (t->ages_n < t->ages_cap)
+        return true;
+    size_t cap = t->ages_cap ? t->ages_cap * 2 : 64;
+    memq_age *ages = realloc(t->ages, cap * sizeof *ages);
+    if (ages == NULL)
+        return false;
+    t->ages = ages;
+    t->ages_cap = cap;
     return true;
 }
 
-static memq_candidate heap_pop(memq_episode *ep)
+void memq__ages_enter(memq_tracker *t, memq_account *a, memq_time key)
 {
-    memq_candidate top = ep->heap[0];
-    ep->heap[0] = ep->heap[--ep->heap_n];
-    sift_down(ep->heap, ep->heap_n, 0);
-    return top;
+    if (a->slot != 0 || t->ages_n == t->ages_cap)
+        return; /* the caller reserved room; MEMQ_ENOMEM was its answer */
+    a->dropped = false;
+    t->ages[t->ages_n++] = (memq_age){key, a};
+    sift_up(t, t->ages_n - 1);
 }
 
-/* Every account holding memory, as unknown: O(accounts), no user code.
- * The array becomes a heap once the sweep has asked each for its age. */
-static int build_heap(memq_tracker *t)
+void memq__ages_leave(memq_tracker *t, memq_account *a)
 {
-    memq_episode *ep = &t->ep;
-    size_t n = HASH_COUNT(t->accounts);
-    if (n > ep->heap_cap) {
-        memq_candidate *h = realloc(ep->heap, n * sizeof *h);
-        if (h == NULL)
-            return MEMQ_ENOMEM;
-        ep->heap = h;
-        ep->heap_cap = n;
-    }
-    ep->heap_n = 0;
-    for (memq_account *a = t->accounts; a != NULL; a = a->hh.next)
-        if (a->charged > 0) {
-            ep->heap[ep->heap_n++] = (memq_candidate){0, a->id};
-            a->heaped_episode = (uint32_t)ep->number;
-        }
-    ep->heap_built = true;
-    ep->swept = false;
-    ep->sweep_next = 0;
-    return 0;
-}
-
-
-/* Put a into the heap (or the array being swept) unless it has an entry
- * already: one entry per account, so no check is spent on duplicates.  On
- * allocation failure the account misses this episode only. */
-static void candidate_push(memq_tracker *t, memq_account *a, memq_time key)
-{
-    memq_episode *ep = &t->ep;
-    uint32_t number = (uint32_t)ep->number;
-    if (a->heaped_episode == number)
+    if (a->slot == 0)
         return;
-    memq_candidate c = {key, a->id};
-    if (ep->swept ? heap_push(ep, c) : array_push(ep, c))
-        a->heaped_episode = number;
+    size_t i = a->slot - 1;
+    a->slot = 0;
+    memq_age last = t->ages[--t->ages_n];
+    if (i == t->ages_n)
+        return;
+    t->ages[i] = last;
+    last.a->slot = (uint32_t)(i + 1);
+    sift_up(t, i);
+    sift_down(t, last.a->slot - 1);
 }
 
-/* An entry for this id left the heap. */
-static void candidate_popped(memq_tracker *t, uint64_t id)
+/* A new key for an account in the index. */
+static void ages_rekey(memq_tracker *t, memq_account *a, memq_time key)
 {
-    memq_account *a = lookup(t, id);
-    if (a != NULL)
-        a->heaped_episode = 0;
+    size_t i = a->slot - 1;
+    memq_time old = t->ages[i].key;
+    t->ages[i].key = key;
+    if (key < old)
+        sift_up(t, i);
+    else
+        sift_down(t, i);
 }
 
-void memq__episode_offer(memq_tracker *t, memq_account *a)
+static bool aside_reserve(memq_tracker *t)
 {
-    if (t->ep.active && t->ep.heap_built)
-        candidate_push(t, a, 0);
+    memq_episode *ep = &t->ep;
+    if (ep->aside_n < ep->aside_cap)
+        return true;
+    size_t cap = ep->aside_cap ? ep->aside_cap * 2 : 16;
+    memq_candidate *v = realloc(ep->aside, cap * sizeof *v);
+    if (v == NULL)
+        return false;
+    ep->aside = v;
+    ep->aside_cap = cap;
+    return true;
 }
 
+/* Take a out of the running for the rest of the episode (key
+ * MEMQ_TIME_MAX), remembering its key; aside_reserve() made room. */
+static void set_aside(memq_tracker *t, memq_account *a, memq_time key)
+{
+    memq_episode *ep = &t->ep;
+    if (a == NULL || a->slot == 0 || ep->aside_n == ep->aside_cap)
+        return;
+    ep->aside[ep->aside_n++] = (memq_candidate){key, a->id};
+    ages_rekey(t, a, MEMQ_TIME_MAX);
+}
+
+void memq__ages_lower(memq_tracker *t, memq_account *a, memq_time when)
+{
+    if (a->slot == 0)
+        return;
+    if (t->ages[a->slot - 1].key == MEMQ_TIME_MAX) {
+        /* Set aside: lower the key it gets back. */
+        for (size_t i = 0; i < t->ep.aside_n; i++)
+            if (t->ep.aside[i].id == a->id && when < t->ep.aside[i].oldest)
+                t->ep.aside[i].oldest = when;
+    } else if (when < t->ages[a->slot - 1].key) {
+        ages_rekey(t, a, when);
+    }
+}
+
+/* Give an account set aside its key back. */
+static void restore(memq_tracker *t, memq_candidate c)
+{
+    memq_account *a = lookup(t, c.id);
+    if (a != NULL && a->slot != 0 && t->ages[a->slot - 1].key == MEMQ_TIME_MAX)
+        ages_rekey(t, a, c.oldest);
+}
 /* ======================================================================
  * Snapshots of participations and callbacks
  * ====================================================================== */
@@ -228,25 +250,25 @@ static void callback_end(memq_tracker *t)
 }
 
 /*
- * Ask the account's own participants for their oldest data and return the
- * account's age in *fresh; false if the account is gone or holds no
- * claimed memory.  A participant that claims memory but reports no data is
- * taken as holding the oldest possible data.  The whole account is asked
- * in one batch with the lock dropped (freeing one of its participations on
- * another thread waits for the batch).
+ * Ask a's own participants for their oldest data and give a its fresh key
+ * in the index; true, with the age in *fresh, if a holds claimed memory.
+ * A participant that claims memory but reports no data is taken as holding
+ * the oldest possible data.  An account holding only cache leaves the
+ * index until one of its participants, present or future, claims again
+ * (the gates).  The whole account is asked in one batch with the lock
+ * dropped (freeing one of its participations on another thread waits for
+ * the batch).
  */
-static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh)
+static bool refresh(memq_tracker *t, memq_account *a, memq_time *fresh)
 {
-    memq_account *a = lookup(t, id);
-    if (a == NULL || a->charged == 0 || a->refused_episode == (uint32_t)t->ep.number)
-        return false;
     memq_snapshot *s = &t->ep.scratch;
     for (memq_participation *p = a->participants; p != NULL; p = p->next)
         if (!snapshot_add(s, p))
             break;
+    a->pins++; /* a outlives the batch, whatever is freed meanwhile */
     t->refreshing = a;
     memq__unlock(t);
-    memq_time min = MEMQ_TIME_MAX;
+    memq_time min = MEMQ_TIME_MAX - 1; /* MEMQ_TIME_MAX marks "set aside" */
     bool has_data = false;
     for (size_t i = 0; i < s->n; i++) {
         memq_participation *p = s->items[i];
@@ -270,21 +292,22 @@ static bool refresh(memq_tracker *t, uint64_t id, memq_time *fresh)
             min = when;
     }
     callback_end(t);
-    /* The snapshot's references keep a's memory until it is cleared. */
-    bool open = !a->closed && !t->shutdown;
-    if (open && !has_data) {
-        /* Cache but no claims: leave the heap, but have the next claim of
-         * any of its participants, present or future, bring it back. */
+    bool indexed = a->slot != 0 && !t->shutdown;
+    if (indexed && has_data) {
+        a->oldest_seen = min;
+        ages_rekey(t, a, min);
+    } else if (indexed) {
         a->dropped = true;
+        memq__ages_leave(t, a);
         for (memq_participation *p = a->participants; p != NULL; p = p->next)
             if (atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OPEN)
                 atomic_store_explicit(&p->gate, MEMQ_GATE_OFFER, memory_order_relaxed);
     }
-    if (open && has_data)
-        a->oldest_seen = min;
     snapshot_clear(s);
+    a->pins--;
+    memq__account_maybe_free(a);
     *fresh = min;
-    return open && has_data;
+    return indexed && has_data;
 }
 
 typedef enum { SELECT_FOUND, SELECT_NONE, SELECT_BUDGET } select_result;
@@ -305,67 +328,28 @@ static bool over_budget(const budget *b)
 }
 
 /*
- * Ask every candidate of the new heap for its age, in one linear pass that
- * may span calls, then heapify: cheaper than popping and pushing each.
- * Candidates holding no claims are dropped.  Returns MEMQ_EAGAIN if the
- * budget ran out first.
+ * Find the account holding the oldest data.  The index's top has the
+ * lowest lower bound; if its fresh age keeps it on top, no other account's
+ * data can be older.  Otherwise another account is now on top: check it.
+ * Accounts set aside (key MEMQ_TIME_MAX) are not candidates.  Stops when
+ * the budget is spent, or after `checks` checks.
  */
-static int sweep(memq_tracker *t, budget *b)
+static select_result select_oldest(memq_tracker *t, memq_candidate *out, budget *b,
+                                   unsigned checks)
 {
-    memq_episode *ep = &t->ep;
-    while (ep->sweep_next < ep->heap_n && !t->shutdown) {
-        if (over_budget(b))
-            return MEMQ_EAGAIN;
-        b->worked = true;
-        memq_time fresh;
-        /* refresh() drops the lock: offers may grow (move) the array. */
-        uint64_t id = ep->heap[ep->sweep_next].id;
-        if (refresh(t, id, &fresh)) {
-            ep->heap[ep->sweep_next++].oldest = fresh;
-        } else if (ep->sweep_next < ep->heap_n) {
-            candidate_popped(t, id);
-            ep->heap[ep->sweep_next] = ep->heap[--ep->heap_n];
-        }
-    }
-    for (size_t i = ep->heap_n / 2; i-- > 0;)
-        sift_down(ep->heap, ep->heap_n, i);
-    ep->swept = true;
-    return 0;
-}
-
-/*
- * Pop candidates until one is verified as holding the oldest data (its
- * fresh age is no newer than every other key).  Accounts found younger go
- * back with their fresh key.  Entries for `skip` are dropped.  Stops when
- * the budget is spent, or after `checks` re-checks.
- */
-static select_result select_oldest(memq_tracker *t, uint64_t skip, memq_candidate *out,
-                                   budget *b, unsigned checks)
-{
-    memq_episode *ep = &t->ep;
-    while (ep->heap_n > 0) {
+    while (t->ages_n > 0 && t->ages[0].key != MEMQ_TIME_MAX) {
         if (over_budget(b) || checks-- == 0)
             return SELECT_BUDGET;
-        memq_candidate c = heap_pop(ep);
-        candidate_popped(t, c.id);
-        if (c.id == skip)
-            continue;
-        memq_time fresh;
         b->worked = true;
-        if (!refresh(t, c.id, &fresh)) {
-            if (t->shutdown)
-                return SELECT_NONE;
-            continue;
+        memq_account *a = t->ages[0].a;
+        memq_time fresh;
+        bool holds = refresh(t, a, &fresh);
+        if (t->shutdown)
+            return SELECT_NONE;
+        if (holds && t->ages[0].a == a) {
+            *out = (memq_candidate){fresh, a->id};
+            return SELECT_FOUND;
         }
-        c.oldest = fresh;
-        if (ep->heap_n > 0 && before(&ep->heap[0], &c)) {
-            memq_account *a = lookup(t, c.id);
-            if (a != NULL)
-                candidate_push(t, a, fresh);
-            continue;
-        }
-        *out = c;
-        return SELECT_FOUND;
     }
     return SELECT_NONE;
 }
@@ -531,13 +515,10 @@ static void round_finish(memq_tracker *t)
         t->stats.bytes_reclaimed += ep->round_claimed_before - after;
         ep->round_progress = true;
     }
-    memq_account *a = lookup(t, ep->victim.id);
-    if (a != NULL) {
-        if (ep->round_progress)
-            candidate_push(t, a, ep->victim.oldest); /* may hold more old data */
-        else
-            a->refused_episode = (uint32_t)ep->number;
-    }
+    /* A victim that gave something back may hold more old data: it is a
+     * candidate again.  One that gave nothing stays aside. */
+    if (ep->round_progress && ep->aside_n > 0 && ep->aside[ep->aside_n - 1].id == ep->victim.id)
+        restore(t, ep->aside[--ep->aside_n]);
     snapshot_clear(&ep->targets);
     ep->round_active = false;
 }
@@ -553,8 +534,7 @@ void memq__episode_clear(memq_tracker *t)
     snapshot_clear(&ep->scratch);
     while (ep->pending_n > 0)
         remove_pending(t, ep->pending_n - 1);
-    ep->heap_n = 0;
-    ep->heap_built = false;
+    ep->aside_n = 0;
     ep->round_active = false;
     ep->active = false;
 }
@@ -563,8 +543,6 @@ static void episode_start(memq_tracker *t)
 {
     memq_episode *ep = &t->ep;
     ep->active = true;
-    ep->heap_built = false;
-    ep->number++;
     ep->start_ns = t->wanted ? t->crossed_ns : memq__real_ns();
     t->stats.episodes++;
     if (!t->wanted) {
@@ -591,6 +569,8 @@ static void episode_end(memq_tracker *t, bool reached, reclaim_log *log)
              "%zu; retrying at the next crossing or after growth of a quarter of the band",
              used_of(t), t->cfg.low_water, t->cfg.max);
     }
+    for (size_t i = 0; i < ep->aside_n; i++)
+        restore(t, ep->aside[i]);
     memq__episode_clear(t);
     t->wanted = false;
     memq__notify(t, 0);
@@ -683,15 +663,8 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
         }
         if (ep->pending_n > 0 && used - pending_usage(t) <= t->cfg.low_water)
             return wait_pending(t, now);
-        if (!ep->heap_built && build_heap(t) != 0)
-            return MEMQ_ENOMEM;
         memq_candidate victim, next;
-        if (!ep->swept) {
-            if (sweep(t, b) != 0)
-                return MEMQ_EAGAIN;
-            continue;
-        }
-        select_result r = select_oldest(t, 0, &victim, b, UINT_MAX);
+        select_result r = select_oldest(t, &victim, b, UINT_MAX);
         if (r == SELECT_BUDGET)
             return MEMQ_EAGAIN;
         if (r == SELECT_NONE) {
@@ -702,22 +675,21 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
             episode_end(t, false, log);
             return 0;
         }
-        /* The runner-up's age becomes older_than.  Found in the same call,
-         * whatever the budget, so that the victim is acted on while its age
-         * is fresh; but after a few re-checks the next key is taken as it
-         * is (an age from this episode, or unknown: then no older than the
-         * victim's). */
+        /* The victim sits its round out (aside), and the runner-up's age
+         * becomes older_than.  Found in the same call, whatever the budget,
+         * so that the victim is acted on while its age is fresh; but after
+         * a few checks the next key, a lower bound, is taken as it is (no
+         * older than the victim's age). */
+        if (!aside_reserve(t))
+            return MEMQ_ENOMEM;
+        set_aside(t, lookup(t, victim.id), victim.oldest);
         memq_time older_than = MEMQ_TIME_MAX;
         budget unbounded = {UINT64_MAX, true};
-        r = select_oldest(t, victim.id, &next, &unbounded, RUNNER_UP_CHECKS);
-        if (r == SELECT_FOUND) {
-            memq_account *a = lookup(t, next.id);
-            if (a != NULL)
-                candidate_push(t, a, next.oldest);
+        r = select_oldest(t, &next, &unbounded, RUNNER_UP_CHECKS);
+        if (r == SELECT_FOUND)
             older_than = next.oldest;
-        } else if (r == SELECT_BUDGET && ep->heap_n > 0) {
-            older_than = ep->heap[0].oldest > victim.oldest ? ep->heap[0].oldest : victim.oldest;
-        }
+        else if (r == SELECT_BUDGET)
+            older_than = t->ages[0].key > victim.oldest ? t->ages[0].key : victim.oldest;
         if (!t->shutdown)
             start_round(t, victim, older_than);
     }

@@ -145,7 +145,8 @@ void memq__tracker_destroy(memq_tracker *t)
 {
     t->magic = MEMQ_MAGIC_DEAD;
     close(t->notify_fd);
-    free(t->ep.heap);
+    free(t->ages);
+    free(t->ep.aside);
     free(t->ep.targets.items);
     free(t->ep.scratch.items);
     free(t->ep.pending);

@@ -413,16 +413,22 @@ END_TEST
 
 START_TEST(test_oldest_reporting_no_data_while_holding_megabytes_is_treated_as_oldest)
 {
-    /* The honest account's data is older than anything the liar could
-     * claim; the liar says it holds nothing while holding 4 MiB, so it is
-     * treated as holding the oldest data and goes first, and reclaiming it
-     * is enough. */
+    /* The liar says it holds nothing while holding 4 MiB.  It is asked no
+     * later than the turn of the time it started holding memory, and then
+     * taken as holding the oldest data.  The honest account started
+     * holding memory earlier, but its old data is gone and what it holds
+     * is newer than the liar's claim: the liar goes first, and reclaiming
+     * it is enough.  (Believed, the liar would hide behind the honest
+     * account.) */
     memq_tracker *t = tracker(4 * MIB, 3 * MIB, MEMQ_RECLAIM_MANUAL);
     hp honest, liar;
+    atomic_store(&fake_now, 1000 * MS);
     hp_init(&honest, t, NULL, 1000 * MS, 1 * MIB);
-    atomic_store(&fake_now, 5000 * MS);
-    hp_init(&liar, t, NULL, 5000 * MS, 4 * MIB);
+    atomic_store(&fake_now, 2000 * MS);
+    hp_init(&liar, t, NULL, 2000 * MS, 4 * MIB);
     liar.lie = true;
+    atomic_store(&fake_now, 3000 * MS);
+    honest.stamp = 3000 * MS; /* drained, and refilled */
     ck_assert_int_eq(reclaim_all(t, 1000), 0);
     ck_assert_int_ge(atomic_load(&liar.reclaims), 1);
     ck_assert_int_eq(liar.order, 0);
@@ -625,9 +631,8 @@ static memq_reclaim_status answer_pending_once(hp *h, const memq_reclaim_request
 START_TEST(test_account_starting_to_hold_data_from_its_cache_during_an_episode_is_a_candidate)
 {
     /* Found by check_model.c (seeds 8, 10; _i == 1: seed 2071).  x's
-     * participant holds only
-     * cached quota when the episode starts, so the sweep finds no data and
-     * drops its account; then, while the episode waits for a PENDING
+     * participant holds only cached quota when the episode starts, so
+     * selection finds no data and drops its account from the age index; then, while the episode waits for a PENDING
      * answer, it claims data from its cache (no lock, no offer to the
      * episode).  Its data is older than w's, so it must be asked before w,
      * and certainly before the episode gives up as "unreclaimable" while x

@@ -420,11 +420,11 @@ static inline memq_time world_now(fake_world *w) { return atomic_load(&w->clock.
  * keeps its older data's stamp if it has some.  As in a daemon, data is
  * claimed when it arrives: the fake clock first moves forward to the stamp
  * (it never goes back, so a stamp in the past models data that is older
- * than its claim). */
+ * than its claim, which memq_claim_at() declares). */
 static inline int part_claim_at(fake_part *fp, size_t n, memq_time oldest)
 {
     world_advance_to(fp->w, oldest);
-    int rc = memq_claim(fp->p, n);
+    int rc = oldest < world_now(fp->w) ? memq_claim_at(fp->p, n, oldest) : memq_claim(fp->p, n);
     if (rc == 0) {
         fp->claimed += n;
         if (!fp->has_data || oldest < fp->oldest)
