@@ -233,19 +233,19 @@ MEMQ_EXPORT memq_time memq_tracker_now(const memq_tracker *t);
 /* Do reclamation work now, for at most about reclaim_budget_us of real
  * time.  An episode runs across calls until used <= low_water.  The budget
  * is checked between steps, and every call does at least one: a step is
- * one account's batch of oldest callbacks, one reclaim callback, or, once
- * per episode, building the candidate heap (linear in accounts, no
- * callbacks), so a slow callback or a very large tracker can overrun it.
- * Each episode asks every account holding memory for its age once before
- * choosing its first victim.
+ * one account's batch of oldest callbacks or one reclaim callback, so only
+ * a slow callback can overrun it.  Accounts holding memory are kept in an
+ * index keyed by a lower bound of their data's age (see memq_claim_at());
+ * a victim is the account on top whose fresh age keeps it there, so the
+ * first one is found after a few checks, however many accounts there are.
  * Returns 0 when nothing more is needed: used <= max and no episode runs,
  * or the episode just ended (at low water, or stopped because nothing
  * reclaimable was left: logged and counted as an unreclaimable event).
  * Returns MEMQ_EAGAIN when the budget ran out, when it waits for PENDING
  * answers, or when another thread is reclaiming: call again when
  * memq_tracker_fd() is readable.  MEMQ_ESHUTDOWN after the tracker was shut
- * down (from a callback), MEMQ_ENOMEM if it could not allocate its
- * candidate heap (the episode is retried on the next call), MEMQ_EINVAL for
+ * down (from a callback), MEMQ_ENOMEM if it could not allocate its list of
+ * accounts set aside (the episode is retried on the next call), MEMQ_EINVAL for
  * NULL.  Allowed in both modes and from callbacks (a nested call returns
  * MEMQ_EAGAIN). */
 MEMQ_EXPORT int memq_tracker_reclaim(memq_tracker *t);

@@ -2,20 +2,22 @@
  * reclaim.c - episodes of reclamation: choosing victims oldest-data-first,
  * asking them for memory, collecting their answers, within a time budget.
  *
- * Victim selection uses a lazy min-heap of accounts keyed by the time of
- * their own participants' oldest data, one entry per account.  An episode
- * starts by listing every account that holds memory, in O(accounts) and
- * calling no user code, then sweeps the list: each account's participants
- * are asked for their oldest data, one batch per account with the lock
- * dropped, and the list is heapified by those ages.  Popping an entry
- * asks again: the entry is the victim only if its fresh age is still no
- * newer than the next key in the heap, since every other account's data
- * is then at least as new; otherwise it goes back with its fresh key.  So
- * the heap is never stale, nothing reported in an earlier episode is
- * trusted, and a participant cannot hide by claiming late or lying.
- * Accounts that start holding memory during an episode join the heap as
- * unknown (key 0, looked at first).  The sweep and the checks are small
- * steps, which is what lets a time budget cut an episode into calls.
+ * Victim selection uses the age index: a min-heap of every account holding
+ * memory, kept as accounts start and stop holding it, keyed by a lower
+ * bound of the time of their own participants' oldest data.  An account
+ * enters with the time of the claim that made it start holding memory
+ * (data claimed is no older than its claim, or memq_claim_at() says so),
+ * and is re-keyed with the age it reports whenever it is asked.  To choose
+ * a victim, the top is asked (one batch of callbacks, the lock dropped)
+ * and re-keyed: if it stays on top, every other account's data is at
+ * least as new, since their keys are lower bounds.  Otherwise the new top
+ * is asked.  So nothing is built per episode, no step walks every account,
+ * and the heap is never trusted without a fresh answer.  A participant
+ * that claims memory and reports no data is taken as holding the oldest
+ * data once asked, which is no later than the turn of the time it started
+ * holding memory: it cannot hide behind newer data.  Accounts set aside
+ * for the rest of an episode (the round's victim, those that gave nothing
+ * back) are keyed MEMQ_TIME_MAX until their key is given back.
  *
  * A round sends the request to every participant of the victim and its
  * descendants, one callback at a time with the lock dropped.  A victim that
@@ -291,6 +293,11 @@ static bool refresh(memq_tracker *t, memq_account *a, memq_time *fresh)
         if (when < min)
             min = when;
     }
+    /* No data is newer than now: an age in the future would let its
+     * account skip its turn. */
+    memq_time now = memq__clock(t);
+    if (min > now)
+        min = now;
     callback_end(t);
     bool indexed = a->slot != 0 && !t->shutdown;
     if (indexed && has_data) {

@@ -766,6 +766,73 @@ START_TEST(test_participant_claiming_memory_without_data_is_treated_as_oldest)
 }
 END_TEST
 
+/* The age index: 200 accounts started holding memory in order, a
+ * millisecond apart; one victim is enough.  Only the oldest is asked,
+ * plus the runner-up for older_than: no episode asks every account. */
+START_TEST(test_a_victim_is_found_without_asking_every_account)
+{
+    enum { N = 200 };
+    static fake_part parts[N];
+    fake_world w;
+    world_new(&w, N * 100 - 1, N * 100 - 150);
+    for (int i = 0; i < N; i++)
+        world_holder(&w, &parts[i], i + 1, NULL, AT(i + 1), 100);
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    ck_assert_int_eq(w.n_calls, 2);
+    ck_assert_int_eq(w.call_ids[0], 1);
+    ck_assert_int_eq(w.call_ids[1], 2);
+    int asked = 0;
+    for (int i = 0; i < N; i++)
+        asked += parts[i].oldest_calls > 0;
+    ck_assert_msg(asked <= 3, "%d of %d accounts asked their age", asked, N);
+    world_teardown(&w);
+}
+END_TEST
+
+/* A key is a lower bound, never trusted as an age: the account that
+ * started holding memory first has since drained its old data, so the
+ * one asked next holds the oldest data and goes first. */
+START_TEST(test_an_account_whose_old_data_is_gone_waits_for_its_true_turn)
+{
+    fake_world w;
+    world_new(&w, 250, 200);
+    fake_part a, b, c;
+    world_holder(&w, &a, 1, NULL, AT(100), 100);
+    world_holder(&w, &b, 2, NULL, AT(200), 100);
+    world_advance_to(&w, AT(300));
+    a.oldest = AT(300); /* drained and refilled */
+    world_holder(&w, &c, 3, NULL, AT(400), 100);
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    ck_assert_int_eq(w.n_calls, 1);
+    ck_assert_int_eq(w.call_ids[0], 2);
+    ck_assert_int_gt(a.oldest_calls, 0);
+    world_teardown(&w);
+}
+END_TEST
+
+/* Data moved into an account with its old stamp is declared with
+ * memq_claim_at(): the account's key goes down to the stamp. */
+START_TEST(test_claim_at_puts_data_older_than_its_claim_in_its_true_order)
+{
+    fake_world w;
+    world_new(&w, 250, 200);
+    fake_part a, b, c;
+    world_holder(&w, &a, 1, NULL, AT(100), 100);
+    world_holder(&w, &b, 2, NULL, AT(200), 100);
+    part_add(&w, &c, 3, world_account(&w, NULL));
+    world_advance_to(&w, AT(300));
+    ck_assert_int_eq(memq_claim_at(c.p, 100, AT(50)), 0);
+    c.claimed = 100;
+    c.oldest = AT(50);
+    c.has_data = true;
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    ck_assert_int_eq(w.n_calls, 1);
+    ck_assert_int_eq(w.call_ids[0], 3);
+    ck_assert_int_eq(memq_claim_at(NULL, 1, AT(0)), MEMQ_EINVAL);
+    world_teardown(&w);
+}
+END_TEST
+
 START_TEST(test_ages_are_checked_again_before_each_victim)
 {
     fake_world w;
@@ -1383,6 +1450,9 @@ int main(void)
 
     tc = test_case("ages");
     tcase_add_test(tc, test_participant_claiming_memory_without_data_is_treated_as_oldest);
+    tcase_add_test(tc, test_a_victim_is_found_without_asking_every_account);
+    tcase_add_test(tc, test_an_account_whose_old_data_is_gone_waits_for_its_true_turn);
+    tcase_add_test(tc, test_claim_at_puts_data_older_than_its_claim_in_its_true_order);
     tcase_add_test(tc, test_ages_are_checked_again_before_each_victim);
     tcase_add_test(tc, test_ages_changed_between_budgeted_calls_are_followed);
     tcase_add_test(tc, test_account_created_during_an_episode_is_a_candidate);
