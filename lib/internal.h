@@ -114,7 +114,9 @@ struct memq_account {
     uint32_t pins;            /* participation structs that point here */
     uint32_t slot;            /* 1 + its index in t->ages; 0: not there */
     bool closed;
-    bool dropped; /* found holding only cache: out of t->ages (see gates) */
+    /* Found holding only cache: set aside, its gates on offer, until one of
+     * its participants claims or the episode ends. */
+    bool dropped;
     UT_hash_handle hh; /* t->accounts, by id, while open */
 };
 
@@ -184,8 +186,7 @@ struct memq_tracker {
     size_t peak;
 
     memq_account *accounts; /* uthash by id: the open accounts */
-    /* The age index: every open account with charged > 0, except those
-     * found holding only cache (dropped).  See reclaim.c. */
+    /* The age index: every open account with charged > 0.  See reclaim.c. */
     memq_age *ages;
     size_t ages_n, ages_cap;
     uint64_t next_id;
@@ -207,6 +208,7 @@ struct memq_tracker {
     pthread_t reclaimer;
     memq_participation *in_callback; /* its reclaim callback runs */
     memq_account *refreshing;        /* its participants' oldest run */
+    memq_time refresh_floor;         /* claimed on it meanwhile */
     unsigned callback_waiters;
 
     memq_episode ep;
@@ -320,13 +322,12 @@ size_t memq__claims_sum(const memq_tracker *t);
 
 /* ---- reclaim.c ---- */
 /* The age index, under the lock.  Make room for one more entry (false:
- * out of memory); enter a (if not there) with key, a lower bound of the
- * time of its oldest data; take a out (if there). */
+ * out of memory); take a out (if there, when it holds nothing). */
 bool memq__ages_reserve(memq_tracker *t);
-void memq__ages_enter(memq_tracker *t, memq_account *a, memq_time key);
 void memq__ages_leave(memq_tracker *t, memq_account *a);
-/* a holds data from `when` (memq_claim_at): lower its key to it. */
-void memq__ages_lower(memq_tracker *t, memq_account *a, memq_time when);
+/* a holds data from `when` on: enter it (room was reserved) or lower its
+ * key to `when`; a dropped account is a candidate again. */
+void memq__ages_claimed(memq_tracker *t, memq_account *a, memq_time when);
 /* Abandon p's pending answer (freed or closed).  Under the lock. */
 void memq__episode_forget(memq_tracker *t, memq_participation *p);
 /* Free the episode's memory (tracker shutdown).  Under the lock. */

@@ -145,7 +145,7 @@ int memq_claim_at(memq_participation *p, size_t n, memq_time when)
         return rc;
     memq_tracker *t = p->account->tracker;
     memq__lock(t);
-    memq__ages_lower(t, p->account, when);
+    memq__ages_claimed(t, p->account, when);
     memq__unlock(t);
     return 0;
 }
@@ -165,10 +165,10 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
     memq_tracker *t = a->tracker;
     int rc = 0;
     bool wake = false;
-    /* The time this claim may make the account enter the age index with
-     * (read before locking: the clock is a callback).  Only a participation
-     * holding nothing or behind an offer gate can do that; any other keeps
-     * its account charged, so in the index or dropped. */
+    /* The time this claim may give its account in the age index (read
+     * before locking: the clock is a callback).  Only a participation
+     * holding nothing or behind an offer gate can need it: any other keeps
+     * its account charged, so in the index and not dropped. */
     memq_time now = 0;
     if ((load(&p->claimed) == 0 && p->cache == 0) ||
         atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OFFER)
@@ -186,11 +186,11 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
         rc = MEMQ_ECLOSED;
     else if (n > SIZE_MAX - claimed - p->cache)
         rc = MEMQ_EOVERFLOW; /* also: an unlimited participation's infinite cache ran out */
-    /* Data claimed now is no older than now: a lower bound for the index.
-     * (0, the oldest possible, if the clock was not read.) */
-    bool enter = rc == 0 && n > 0 && !t->unlimited && a->slot == 0 &&
-                 (a->charged == 0 || a->dropped);
-    if (enter && !memq__ages_reserve(t))
+    /* Data claimed now is no older than now: a lower bound for the index,
+     * which the account enters, or returns to if it was dropped.  (0, the
+     * oldest possible, if the clock was not read.) */
+    bool enter = rc == 0 && n > 0 && !t->unlimited && (a->slot == 0 || a->dropped);
+    if (enter && a->slot == 0 && !memq__ages_reserve(t))
         rc = MEMQ_ENOMEM;
     if (rc == 0 && n > 0)
         atomic_store_explicit(&p->gate, MEMQ_GATE_OPEN, memory_order_relaxed);
@@ -222,7 +222,7 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
         p->cache -= n;
         publish_claimed(p, claimed + n);
         if (enter)
-            memq__ages_enter(t, a, now);
+            memq__ages_claimed(t, a, now);
     }
     void (*wakeup)(void *) = t->cfg.wakeup;
     void *ctx = t->cfg.wakeup_ctx;

@@ -121,15 +121,6 @@ bool memq__ages_reserve(memq_tracker *t)
     return true;
 }
 
-void memq__ages_enter(memq_tracker *t, memq_account *a, memq_time key)
-{
-    if (a->slot != 0 || t->ages_n == t->ages_cap)
-        return; /* the caller reserved room; MEMQ_ENOMEM was its answer */
-    a->dropped = false;
-    t->ages[t->ages_n++] = (memq_age){key, a};
-    sift_up(t, t->ages_n - 1);
-}
-
 void memq__ages_leave(memq_tracker *t, memq_account *a)
 {
     if (a->slot == 0)
@@ -182,26 +173,36 @@ static void set_aside(memq_tracker *t, memq_account *a, memq_time key)
     ages_rekey(t, a, MEMQ_TIME_MAX);
 }
 
-void memq__ages_lower(memq_tracker *t, memq_account *a, memq_time when)
+void memq__ages_claimed(memq_tracker *t, memq_account *a, memq_time when)
 {
-    if (a->slot == 0)
-        return;
-    if (t->ages[a->slot - 1].key == MEMQ_TIME_MAX) {
-        /* Set aside: lower the key it gets back. */
+    if (t->refreshing == a && when < t->refresh_floor)
+        t->refresh_floor = when; /* for the key the batch is about to set */
+    if (a->slot == 0) {
+        if (t->ages_n == t->ages_cap)
+            return; /* the caller reserved room; MEMQ_ENOMEM was its answer */
+        t->ages[t->ages_n++] = (memq_age){when, a};
+        sift_up(t, t->ages_n - 1);
+    } else if (a->dropped || t->ages[a->slot - 1].key != MEMQ_TIME_MAX) {
+        /* In the running, or set aside only for holding nothing. */
+        if (when < t->ages[a->slot - 1].key)
+            ages_rekey(t, a, when);
+    } else {
+        /* Set aside for the episode: lower the key it gets back. */
         for (size_t i = 0; i < t->ep.aside_n; i++)
             if (t->ep.aside[i].id == a->id && when < t->ep.aside[i].oldest)
                 t->ep.aside[i].oldest = when;
-    } else if (when < t->ages[a->slot - 1].key) {
-        ages_rekey(t, a, when);
     }
+    a->dropped = false;
 }
 
 /* Give an account set aside its key back. */
 static void restore(memq_tracker *t, memq_candidate c)
 {
     memq_account *a = lookup(t, c.id);
-    if (a != NULL && a->slot != 0 && t->ages[a->slot - 1].key == MEMQ_TIME_MAX)
+    if (a != NULL && a->slot != 0 && t->ages[a->slot - 1].key == MEMQ_TIME_MAX) {
         ages_rekey(t, a, c.oldest);
+        a->dropped = false; /* its gates stay on offer: harmless */
+    }
 }
 /* ======================================================================
  * Snapshots of participations and callbacks
@@ -269,6 +270,7 @@ static bool refresh(memq_tracker *t, memq_account *a, memq_time *fresh)
             break;
     a->pins++; /* a outlives the batch, whatever is freed meanwhile */
     t->refreshing = a;
+    t->refresh_floor = MEMQ_TIME_MAX;
     memq__unlock(t);
     memq_time min = MEMQ_TIME_MAX - 1; /* MEMQ_TIME_MAX marks "set aside" */
     bool has_data = false;
@@ -298,17 +300,26 @@ static bool refresh(memq_tracker *t, memq_account *a, memq_time *fresh)
     memq_time now = memq__clock(t);
     if (min > now)
         min = now;
-    callback_end(t);
+    callback_end(t); /* clears t->refreshing */
+    if (t->refresh_floor < min)
+        min = t->refresh_floor; /* data claimed older than its claim meanwhile */
     bool indexed = a->slot != 0 && !t->shutdown;
     if (indexed && has_data) {
         a->oldest_seen = min;
         ages_rekey(t, a, min);
     } else if (indexed) {
-        a->dropped = true;
-        memq__ages_leave(t, a);
-        for (memq_participation *p = a->participants; p != NULL; p = p->next)
-            if (atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OPEN)
-                atomic_store_explicit(&p->gate, MEMQ_GATE_OFFER, memory_order_relaxed);
+        /* Cache but no claims: whatever it claims later is no older than
+         * now.  Set aside, so that an episode ends when only such accounts
+         * remain; its next claim (gates on offer) or the episode's end
+         * puts it back in the running. */
+        ages_rekey(t, a, now);
+        if (aside_reserve(t)) {
+            set_aside(t, a, now);
+            a->dropped = true;
+            for (memq_participation *p = a->participants; p != NULL; p = p->next)
+                if (atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OPEN)
+                    atomic_store_explicit(&p->gate, MEMQ_GATE_OFFER, memory_order_relaxed);
+        }
     }
     snapshot_clear(s);
     a->pins--;

@@ -46,11 +46,17 @@ struct hp {
     unsigned sleep_ms;        /* in reclaim(), before answering */
     unsigned oldest_sleep_ms; /* in oldest() */
     bool free_self_in_oldest;
+    /* In its next oldest(): claim this much (from its cache, the fast
+     * path), then report no data, as if the claim came just after the
+     * library read its claims. */
+    size_t claim_in_oldest;
     atomic_int reclaims, oldests, in_callback, after_free;
     int order; /* position among the reclaim calls of its test (first call) */
 };
 
 #define HP_ALIVE 0x48505050u
+
+static _Atomic memq_time fake_now;
 
 static atomic_int call_counter;
 
@@ -83,6 +89,15 @@ static bool hp_oldest(void *self, memq_time *when)
     atomic_fetch_add(&h->in_callback, 1);
     if (h->oldest_sleep_ms)
         sleep_ms(h->oldest_sleep_ms);
+    if (h->claim_in_oldest > 0 && h->p != NULL) {
+        size_t n = h->claim_in_oldest;
+        h->claim_in_oldest = 0;
+        ck_assert_int_eq(memq_claim(h->p, n), 0);
+        h->held += n;
+        h->stamp = atomic_load(&fake_now);
+        atomic_fetch_sub(&h->in_callback, 1);
+        return false;
+    }
     bool has = !h->lie && h->held > 0;
     if (has)
         *when = h->stamp;
@@ -692,6 +707,52 @@ START_TEST(test_account_starting_to_hold_data_from_its_cache_during_an_episode_i
 }
 END_TEST
 
+START_TEST(test_data_claimed_while_its_account_is_asked_is_found_by_the_next_episode)
+{
+    /* x holds only cache when asked; it claims from its cache just after
+     * the library read its claims, and says it holds nothing.  Taken as
+     * holding nothing, x is set aside until its next claim, which never
+     * comes.  The episode ends with y and z refusing; the next one must
+     * still find x's data, older than w's, and ask x first. */
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.max = 64 * KIB;
+    cfg.low_water = 32 * KIB;
+    cfg.cache_max = 1024;
+    cfg.clock = fake_clock;
+    memq_tracker *t = NULL;
+    ck_assert_int_eq(memq_tracker_new(&t, &cfg), 0);
+    atomic_store(&fake_now, 100 * MS);
+    atomic_store(&call_counter, 0);
+    hp x, y, z, w;
+    hp_init(&x, t, NULL, 100 * MS, 0);
+    ck_assert_int_eq(memq_claim(x.p, 100), 0); /* leaves 668 bytes cached */
+    memq_release(x.p, 100);
+    x.claim_in_oldest = 500;
+    atomic_store(&fake_now, 1000 * MS);
+    hp_init(&y, t, NULL, 1000 * MS, 40 * KIB);
+    hp_init(&z, t, NULL, 1000 * MS, 28 * KIB);
+    y.on_reclaim = answer_nothing;
+    z.on_reclaim = answer_nothing;
+    ck_assert_int_eq(reclaim_all(t, 1000), 0);
+    ck_assert_uint_eq(stats(t).unreclaimable_events, 1);
+    ck_assert_uint_eq(x.held, 500);
+    ck_assert_int_eq(atomic_load(&x.reclaims), 0);
+    atomic_store(&fake_now, 3000 * MS);
+    hp_init(&w, t, NULL, 3000 * MS, 12 * KIB); /* a quarter of the band more */
+    ck_assert_int_eq(reclaim_all(t, 1000), 0);
+    ck_assert_uint_ge(stats(t).episodes, 2);
+    ck_assert_msg(atomic_load(&x.reclaims) > 0 && (w.order == -1 || x.order < w.order),
+                  "x (data from 1000 ms) asked #%d, w (data from 3000 ms) asked #%d", x.order,
+                  w.order);
+    hp_done(&x);
+    hp_done(&y);
+    hp_done(&z);
+    hp_done(&w);
+    memq_tracker_free(t);
+}
+END_TEST
+
 /* ======================================================================
  * A callback that shuts the tracker down
  * ====================================================================== */
@@ -837,6 +898,7 @@ static Suite *hostile_suite(void)
     tcase_add_test(tc, test_participant_freed_in_its_oldest_callback_is_not_taken_as_oldest);
     tcase_add_loop_test(tc, test_account_starting_to_hold_data_from_its_cache_during_an_episode_is_a_candidate,
                         0, 2);
+    tcase_add_test(tc, test_data_claimed_while_its_account_is_asked_is_found_by_the_next_episode);
     suite_add_tcase(s, tc);
 
     tc = tcase_create("scale");
