@@ -535,8 +535,13 @@ static void round_finish(memq_tracker *t)
     }
     /* A victim that gave something back may hold more old data: it is a
      * candidate again.  One that gave nothing stays aside. */
-    if (ep->round_progress && ep->aside_n > 0 && ep->aside[ep->aside_n - 1].id == ep->victim.id)
-        restore(t, ep->aside[--ep->aside_n]);
+    for (size_t i = ep->aside_n; ep->round_progress && i-- > 0;)
+        if (ep->aside[i].id == ep->victim.id) {
+            memq_candidate c = ep->aside[i];
+            ep->aside[i] = ep->aside[--ep->aside_n];
+            restore(t, c);
+            break;
+        }
     snapshot_clear(&ep->targets);
     ep->round_active = false;
 }
