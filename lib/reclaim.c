@@ -65,6 +65,20 @@ static memq_account *lookup(memq_tracker *t, uint64_t id)
     return a;
 }
 
+/* Room for one more in a growable array of n items of `size` bytes:
+ * returns the array, reallocated (doubling, from `first`) if it was full,
+ * or NULL, the array left as it was, if that failed. */
+static void *room_for_one(void *items, size_t n, size_t *cap, size_t size, size_t first)
+{
+    if (n < *cap)
+        return items;
+    size_t c = *cap ? *cap * 2 : first;
+    void *bigger = realloc(items, c * size);
+    if (bigger != NULL)
+        *cap = c;
+    return bigger;
+}
+
 /* ======================================================================
  * The age index: a binary min-heap on (key, id) of the accounts holding
  * memory, kept up to date as they start and stop holding it
@@ -110,14 +124,10 @@ static void sift_down(memq_tracker *t, size_t i)
 
 bool memq__ages_reserve(memq_tracker *t)
 {
-    if (t->ages_n < t->ages_cap)
-        return true;
-    size_t cap = t->ages_cap ? t->ages_cap * 2 : 64;
-    memq_age *ages = realloc(t->ages, cap * sizeof *ages);
+    memq_age *ages = room_for_one(t->ages, t->ages_n, &t->ages_cap, sizeof *ages, 64);
     if (ages == NULL)
         return false;
     t->ages = ages;
-    t->ages_cap = cap;
     return true;
 }
 
@@ -151,14 +161,10 @@ static void ages_rekey(memq_tracker *t, memq_account *a, memq_time key)
 static bool aside_reserve(memq_tracker *t)
 {
     memq_episode *ep = &t->ep;
-    if (ep->aside_n < ep->aside_cap)
-        return true;
-    size_t cap = ep->aside_cap ? ep->aside_cap * 2 : 16;
-    memq_candidate *v = realloc(ep->aside, cap * sizeof *v);
+    memq_candidate *v = room_for_one(ep->aside, ep->aside_n, &ep->aside_cap, sizeof *v, 16);
     if (v == NULL)
         return false;
     ep->aside = v;
-    ep->aside_cap = cap;
     return true;
 }
 
@@ -210,14 +216,10 @@ static void restore(memq_tracker *t, memq_candidate c)
 
 static bool snapshot_add(memq_snapshot *s, memq_participation *p)
 {
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 16;
-        memq_participation **items = realloc(s->items, cap * sizeof *items);
-        if (items == NULL)
-            return false;
-        s->items = items;
-        s->cap = cap;
-    }
+    memq_participation **items = room_for_one(s->items, s->n, &s->cap, sizeof *items, 16);
+    if (items == NULL)
+        return false;
+    s->items = items;
     p->refs++;
     s->items[s->n++] = p;
     return true;
@@ -451,16 +453,12 @@ static void answer(memq_tracker *t, memq_participation *p, int st, bool measure)
 static void add_pending(memq_tracker *t, memq_participation *p, memq_time now)
 {
     memq_episode *ep = &t->ep;
-    if (ep->pending_n == ep->pending_cap) {
-        size_t cap = ep->pending_cap ? ep->pending_cap * 2 : 8;
-        memq_pending *items = realloc(ep->pending, cap * sizeof *items);
-        if (items == NULL) {
-            collapse(t, p, false); /* cannot wait for it: treat as timed out */
-            return;
-        }
-        ep->pending = items;
-        ep->pending_cap = cap;
+    memq_pending *items = room_for_one(ep->pending, ep->pending_n, &ep->pending_cap, sizeof *items, 8);
+    if (items == NULL) {
+        collapse(t, p, false); /* cannot wait for it: treat as timed out */
+        return;
     }
+    ep->pending = items;
     p->refs++;
     p->pending = 1;
     ep->pending[ep->pending_n++] =
