@@ -262,7 +262,11 @@ MEMQ_EXPORT int memq_tracker_fd(memq_tracker *t);
 
 typedef struct memq_stats {
     size_t used;                   /* as memq_tracker_used() */
-    size_t peak;                   /* highest used ever (unlimited: = used) */
+    /* Highest used seen (unlimited: = used).  Refills and returns made
+     * without the tracker's lock (see memq_claim) raise it when their
+     * thread's slice of the total folds, so a short peak more than a
+     * sixteenth of max - low_water below max may be missed by up to that. */
+    size_t peak;
     size_t max, low_water;         /* the marks in force */
     size_t accounts;               /* open accounts */
     size_t participants;           /* registered participations */
@@ -394,7 +398,12 @@ MEMQ_EXPORT int memq_participant_register(memq_account *a, const memq_participan
 /* Report that the participant now holds n more bytes.  Never refused for
  * being over quota: crossing max starts reclamation instead.  Usually
  * served from the participation's cache with no lock and no atomic
- * read-modify-write.  Returns 0; MEMQ_ECLOSED once the account is closed;
+ * read-modify-write.  A refill of the cache (or a release that overflows
+ * it) takes the tracker's lock only when it must: while no reclamation is
+ * wanted, the total is more than a sixteenth of max - low_water below max
+ * and the account keeps holding memory, it takes the account's spin lock
+ * and adds to the calling thread's slice of the total instead, so threads
+ * using different accounts share no cache line.  The total stays exact.  Returns 0; MEMQ_ECLOSED once the account is closed;
  * MEMQ_ESHUTDOWN after memq_tracker_free() (it wins over MEMQ_ECLOSED);
  * MEMQ_EOVERFLOW if a total would overflow size_t; MEMQ_ENOMEM if the
  * account starts holding memory and its entry in the age index cannot be

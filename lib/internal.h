@@ -20,6 +20,7 @@
 #include "memquota.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 
@@ -69,8 +70,11 @@ struct memq_participation {
     signed char early_answer;
     uint32_t magic;
 
+    /* claimed + cache, as counted in the tracker: written under the
+     * account's spin lock (see memq__spin_lock); read anywhere. */
+    _Atomic size_t charged;
+
     /* --- Under the tracker lock. --- */
-    size_t charged; /* claimed + cache, as counted in the tracker */
     memq_account *account;
     const memq_participant_ops *ops;
     void *self;
@@ -108,12 +112,16 @@ struct memq_account {
     memq_tracker *tracker;
     memq_account_extra *extra;        /* NULL until needed */
     memq_participation *participants; /* doubly linked, NULL-terminated */
-    size_t charged;           /* sum of the participants' charged */
+    _Atomic size_t charged;   /* sum of the participants' charged (spin) */
     memq_time oldest_seen;    /* as last reported to reclamation, or MEMQ_TIME_MAX */
     uint64_t visit;           /* traversal mark (t->visit) */
     uint32_t pins;            /* participation structs that point here */
     uint32_t slot;            /* 1 + its index in t->ages; 0: not there */
     bool closed;
+    /* Guards charged, with the participations' charged and gates, for the
+     * refills and returns that go through a stock without the tracker's
+     * lock; taken after the tracker's lock when both are. */
+    _Atomic bool spin;
     /* Found holding only cache: set aside, its gates on offer, until one of
      * its participants claims or the episode ends. */
     bool dropped;
@@ -172,6 +180,16 @@ typedef struct memq_episode {
  * Trackers
  * ====================================================================== */
 
+/* A slice of the tracker's total: what the refills and returns made
+ * without the tracker's lock by the threads using it added (modulo 2^64:
+ * it goes down too) since it was last folded into used (participation.c).
+ * A thread uses one of MEMQ_SLICES, chosen when it first needs one. */
+#define MEMQ_SLICES 16
+typedef struct memq_slice {
+    _Atomic size_t bytes;
+    char apart[56]; /* one cache line each (any two 64 bytes apart) */
+} memq_slice;
+
 struct memq_tracker {
     uint32_t magic;
     pthread_mutex_t lock;
@@ -181,9 +199,25 @@ struct memq_tracker {
     bool shutdown;
     unsigned refs;
 
-    /* Counted bytes: written under the lock, read without it. */
+    /* Counted bytes: used plus the slices is the total (memq__used).
+     * Atomic read-modify-writes, with or without the lock; on a cache
+     * line of their own (64 bytes from anything else). */
+    char apart1[64];
     _Atomic size_t used;
-    size_t peak;
+    _Atomic size_t peak;
+    char apart2[64];
+
+    /* What the refills and returns without the lock read
+     * (participation.c); written under the lock.  Apart from the lock
+     * and the counters. */
+    struct {
+        _Atomic bool off;      /* none now: an episode is wanted or runs */
+        _Atomic size_t batch;  /* a slice folds beyond +-batch; 0: none ever */
+        _Atomic size_t max;    /* cfg.max and cfg.cache_max, for them */
+        _Atomic size_t cache_max;
+        memq_slice *slices;    /* MEMQ_SLICES of them */
+    } lockfree;
+    char apart3[64];
 
     memq_account *accounts; /* uthash by id: the open accounts */
     /* The age index: every open account with charged > 0.  See reclaim.c. */
@@ -242,19 +276,40 @@ static inline void memq__unlock(memq_tracker *t)
         pthread_mutex_unlock(&t->lock);
 }
 
-/* Add to/subtract from the counted total, under the lock. */
+size_t memq__used(const memq_tracker *t); /* participation.c */
+
+/* Raise the peak to a total seen. */
+static inline void memq__peak(memq_tracker *t, size_t used)
+{
+    size_t peak = atomic_load_explicit(&t->peak, memory_order_relaxed);
+    while (used > peak && !atomic_compare_exchange_weak_explicit(
+                              &t->peak, &peak, used, memory_order_relaxed, memory_order_relaxed)) {
+    }
+}
+
+/* Add to/subtract from the counted total (with or without the lock). */
 static inline void memq__used_add(memq_tracker *t, size_t n)
 {
-    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed) + n;
-    atomic_store_explicit(&t->used, used, memory_order_relaxed);
-    if (used > t->peak)
-        t->peak = used;
+    atomic_fetch_add_explicit(&t->used, n, memory_order_relaxed);
+    memq__peak(t, memq__used(t));
 }
 
 static inline void memq__used_sub(memq_tracker *t, size_t n)
 {
-    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
-    atomic_store_explicit(&t->used, used - n, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&t->used, n, memory_order_relaxed);
+}
+
+/* An account's spin lock: held for a few loads and stores. */
+static inline void memq__spin_lock(memq_account *a)
+{
+    while (atomic_exchange_explicit(&a->spin, true, memory_order_acquire))
+        while (atomic_load_explicit(&a->spin, memory_order_relaxed))
+            sched_yield();
+}
+
+static inline void memq__spin_unlock(memq_account *a)
+{
+    atomic_store_explicit(&a->spin, false, memory_order_release);
 }
 memq_time memq__clock(const memq_tracker *t);
 uint64_t memq__real_ns(void);
@@ -315,6 +370,11 @@ void memq__participation_unref(memq_participation *p);
 bool memq__participation_valid(const memq_participation *p);
 /* Forget p's charge (account closing or shutdown).  Under the lock. */
 void memq__participation_close(memq_participation *p);
+/* Under the lock, after what decides it changed (a crossing, an episode,
+ * shutdown, reconfiguration): allow refills and returns without the lock,
+ * or not. */
+void memq__lockfree_update(memq_tracker *t);
+/* memq__used(t): the tracker's total, used plus the slices (above). */
 
 /* ---- stats.c ---- */
 /* The sum of the open participations' claims, saturating; under the lock. */

@@ -150,6 +150,160 @@ int memq_claim_at(memq_participation *p, size_t n, memq_time when)
     return 0;
 }
 
+/* ======================================================================
+ * Refills and returns without the lock
+ *
+ * A refill or return through the tracker takes its lock and writes its
+ * total, cache lines that every thread shares.  So while no reclamation is
+ * wanted, a refill or return that changes no account's charge to or from
+ * 0 takes neither: the account's and the participation's charges change
+ * under the account's spin lock (which closing takes too, so a refill
+ * that meets a closed gate gives up), and the total changes in the calling
+ * thread's slice.  The total is used plus the slices, exact whenever it
+ * is read; a slice folds into used only when it drifts beyond +-batch,
+ * and only then is the new total compared with max.  A crossing may
+ * therefore be seen late, by at most batch per slice in use (batch is a
+ * 256th of the hysteresis band, at most 256 KiB; MEMQ_SLICES slices);
+ * nothing else changes: the total and the over-count bound are exact.
+ * Once reclamation is wanted the lock is taken again, for every refill
+ * and return.
+ * ====================================================================== */
+
+static _Atomic unsigned next_slice;
+/* initial-exec: a plain %fs-relative load, not a __tls_get_addr call. */
+static _Thread_local unsigned my_slice __attribute__((tls_model("initial-exec"))); /* 1 + index */
+
+size_t memq__used(const memq_tracker *t)
+{
+    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
+    if (atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed) == 0 &&
+        atomic_load_explicit(&t->lockfree.off, memory_order_relaxed))
+        return used; /* never on: the slices are all 0 */
+    for (size_t i = 0; t->lockfree.slices != NULL && i < MEMQ_SLICES; i++)
+        used += atomic_load_explicit(&t->lockfree.slices[i].bytes, memory_order_relaxed);
+    return used;
+}
+
+void memq__lockfree_update(memq_tracker *t)
+{
+    size_t band = t->cfg.max - t->cfg.low_water, batch = band / 256;
+    if (batch > 256 * 1024)
+        batch = 256 * 1024;
+    if (t->unlimited || t->lockfree.slices == NULL || batch < t->cfg.cache_max ||
+        t->cfg.cache_max == 0)
+        batch = 0;
+    /* Once on, stay countable: readers sum the slices from then on. */
+    if (batch == 0 && atomic_load(&t->lockfree.batch) != 0)
+        batch = 1;
+    atomic_store(&t->lockfree.max, t->cfg.max);
+    atomic_store(&t->lockfree.cache_max, t->cfg.cache_max);
+    atomic_store(&t->lockfree.batch, batch);
+    atomic_store(&t->lockfree.off, batch <= 1 || t->shutdown || t->wanted || t->ep.active);
+}
+
+/* Add delta (modulo 2^64) to this thread's slice; fold it into used if it
+ * drifted beyond +-batch.  Returns what it folded (modulo 2^64), or 0. */
+static size_t slice_add(memq_tracker *t, size_t delta)
+{
+    if (my_slice == 0)
+        my_slice = 1 + atomic_fetch_add_explicit(&next_slice, 1, memory_order_relaxed) % MEMQ_SLICES;
+    memq_slice *s = &t->lockfree.slices[my_slice - 1];
+    size_t v = atomic_fetch_add_explicit(&s->bytes, delta, memory_order_relaxed) + delta;
+    size_t batch = atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed);
+    if (v <= batch || v >= (size_t)0 - batch)
+        return 0;
+    v = atomic_exchange_explicit(&s->bytes, 0, memory_order_relaxed);
+    atomic_fetch_add_explicit(&t->used, v, memory_order_relaxed);
+    return v;
+}
+
+static bool gate_open(const memq_participation *p)
+{
+    return atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OPEN;
+}
+
+/* The claim the cache could not serve, without the lock: true if done. */
+static bool claim_lockfree(memq_participation *p, size_t n)
+{
+    memq_account *a = p->account;
+    memq_tracker *t = a->tracker;
+    if (atomic_load_explicit(&t->lockfree.off, memory_order_relaxed) || !gate_open(p))
+        return false;
+    size_t cache_max = atomic_load_explicit(&t->lockfree.cache_max, memory_order_relaxed);
+    size_t claimed = load(&p->claimed), cache = p->cache;
+    if (n <= cache || n > SIZE_MAX / 4 || claimed > SIZE_MAX / 4 || load(&a->charged) == 0)
+        return false;
+    size_t charge = n - cache + (cache_max - cache_max / 4);
+    /* Only far enough below max that this cannot cross it, whatever the
+     * slices hold (at most batch each, until they fold): the claim that
+     * crosses takes the lock, and sees it at once. */
+    size_t max = atomic_load_explicit(&t->lockfree.max, memory_order_relaxed);
+    size_t reach = MEMQ_SLICES * atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed) + charge;
+    if (max < reach || atomic_load_explicit(&t->used, memory_order_relaxed) > max - reach)
+        return false;
+    /* The total first: a close in between must not take it below what
+     * is charged. */
+    size_t folded = slice_add(t, charge);
+    memq__spin_lock(a);
+    /* Open, and holding memory: no age index to see to. */
+    bool ok = gate_open(p) && load(&a->charged) > 0;
+    if (ok) {
+        store(&a->charged, load(&a->charged) + charge);
+        store(&p->charged, load(&p->charged) + charge);
+    }
+    memq__spin_unlock(a);
+    if (!ok) {
+        slice_add(t, (size_t)0 - charge);
+        return false;
+    }
+    p->cache = cache + charge - n;
+    store(&p->cache_limit, cache_max);
+    publish_claimed(p, claimed + n);
+    if (folded > 0 && folded <= SIZE_MAX / 2) {
+        size_t used = memq__used(t);
+        memq__peak(t, used);
+        if (used > atomic_load_explicit(&t->lockfree.max, memory_order_relaxed)) {
+            memq__lock(t);
+            bool wake = memq__check_crossing(t, folded);
+            void (*wakeup)(void *) = t->cfg.wakeup;
+            void *ctx = t->cfg.wakeup_ctx;
+            memq__unlock(t);
+            if (wake)
+                wakeup(ctx);
+        }
+    }
+    return true;
+}
+
+/* The release the cache could not keep, without the lock: true if done. */
+static bool release_lockfree(memq_participation *p, size_t n)
+{
+    memq_account *a = p->account;
+    memq_tracker *t = a->tracker;
+    if (atomic_load_explicit(&t->lockfree.off, memory_order_relaxed) || !gate_open(p))
+        return false;
+    size_t cache_max = atomic_load_explicit(&t->lockfree.cache_max, memory_order_relaxed);
+    size_t claimed = load(&p->claimed), cache = p->cache;
+    /* Not while asked to reclaim (limit 0) or after a reconfiguration. */
+    if (n > claimed || load(&p->cache_limit) != cache_max || cache + n <= cache_max)
+        return false;
+    size_t keep = cache_max / 4, give = cache + n - keep;
+    memq__spin_lock(a);
+    /* Open, and still holding memory after: no age index to see to. */
+    bool ok = gate_open(p) && load(&a->charged) > give;
+    if (ok) {
+        store(&a->charged, load(&a->charged) - give);
+        store(&p->charged, load(&p->charged) - give);
+    }
+    memq__spin_unlock(a);
+    if (!ok)
+        return false;
+    store(&p->claimed, claimed - n);
+    p->cache = keep;
+    slice_add(t, (size_t)0 - give);
+    return true;
+}
+
 /*
  * The cache could not serve the claim: charge the tracker for what is
  * missing plus a refill of three quarters of cache_max, so that the next
@@ -161,6 +315,8 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
 {
     if (!memq__participation_valid(p))
         return MEMQ_EINVAL;
+    if (claim_lockfree(p, n))
+        return 0;
     memq_account *a = p->account;
     memq_tracker *t = a->tracker;
     int rc = 0;
@@ -190,6 +346,8 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
      * which the account enters, or returns to if it was dropped.  (0, the
      * oldest possible, if the clock was not read.) */
     bool enter = rc == 0 && n > 0 && !t->unlimited && (a->slot == 0 || a->dropped);
+    /* (a->slot == 0 means a->charged == 0 here: refills and returns
+     * without the lock never take an account's charge to or from 0.) */
     if (enter && a->slot == 0 && !memq__ages_reserve(t))
         rc = MEMQ_ENOMEM;
     if (rc == 0 && n > 0)
@@ -197,7 +355,7 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
     if (rc == 0 && n > p->cache) {
         size_t need = n - p->cache;
         size_t refill = t->cfg.cache_max - t->cfg.cache_max / 4;
-        size_t used = load(&t->used);
+        size_t used = memq__used(t);
         if (need > SIZE_MAX - used)
             rc = MEMQ_EOVERFLOW;
         else {
@@ -205,8 +363,10 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
                 refill = 0;
             size_t charge = need + refill;
             memq__used_add(t, charge);
-            a->charged += charge;
-            p->charged += charge;
+            memq__spin_lock(a);
+            store(&a->charged, load(&a->charged) + charge);
+            store(&p->charged, load(&p->charged) + charge);
+            memq__spin_unlock(a);
             p->cache += charge;
             store(&p->cache_limit, t->cfg.cache_max);
             wake = used + charge > t->cfg.max && memq__check_crossing(t, charge);
@@ -242,6 +402,8 @@ static SLOW void release_slow(memq_participation *p, size_t n)
 {
     if (!memq__participation_valid(p))
         return;
+    if (release_lockfree(p, n))
+        return;
     memq_account *a = p->account;
     memq_tracker *t = a->tracker;
     memq__lock(t);
@@ -265,9 +427,11 @@ static SLOW void release_slow(memq_participation *p, size_t n)
                     keep = limit;
                 size_t give = cache - keep;
                 memq__used_sub(t, give);
-                a->charged -= give;
-                p->charged -= give;
-                if (a->charged == 0)
+                memq__spin_lock(a);
+                store(&a->charged, load(&a->charged) - give);
+                store(&p->charged, load(&p->charged) - give);
+                memq__spin_unlock(a);
+                if (load(&a->charged) == 0)
                     memq__ages_leave(t, a);
                 cache = keep;
             }
@@ -284,12 +448,15 @@ static SLOW void release_slow(memq_participation *p, size_t n)
 void memq__participation_close(memq_participation *p)
 {
     memq_account *a = p->account;
-    memq__used_sub(a->tracker, p->charged);
-    a->charged -= p->charged;
-    p->charged = 0;
-    if (a->charged == 0)
-        memq__ages_leave(a->tracker, a);
+    memq__spin_lock(a);
+    size_t charged = load(&p->charged);
+    store(&a->charged, load(&a->charged) - charged);
+    store(&p->charged, 0);
     atomic_store_explicit(&p->gate, MEMQ_GATE_CLOSED, memory_order_relaxed);
+    memq__spin_unlock(a);
+    memq__used_sub(a->tracker, charged);
+    if (load(&a->charged) == 0)
+        memq__ages_leave(a->tracker, a);
     store(&p->cache_limit, 0);
     if (p->pending)
         memq__episode_forget(a->tracker, p);

@@ -55,7 +55,7 @@ static void note(reclaim_log *log, int level, const char *fmt, ...)
 
 static size_t used_of(const memq_tracker *t)
 {
-    return atomic_load_explicit(&t->used, memory_order_relaxed);
+    return memq__used(t);
 }
 
 static memq_account *lookup(memq_tracker *t, uint64_t id)
@@ -564,6 +564,7 @@ static void episode_start(memq_tracker *t)
 {
     memq_episode *ep = &t->ep;
     ep->active = true;
+    memq__lockfree_update(t);
     ep->start_ns = t->wanted ? t->crossed_ns : memq__real_ns();
     t->stats.episodes++;
     if (!t->wanted) {
@@ -594,6 +595,7 @@ static void episode_end(memq_tracker *t, bool reached, reclaim_log *log)
         restore(t, ep->aside[i]);
     memq__episode_clear(t);
     t->wanted = false;
+    memq__lockfree_update(t);
     memq__notify(t, 0);
 }
 
@@ -662,6 +664,7 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
         if (!ep->active) {
             if (used_of(t) <= t->cfg.max) {
                 t->wanted = false;
+                memq__lockfree_update(t);
                 memq__notify(t, 0);
                 return 0;
             }

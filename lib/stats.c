@@ -26,8 +26,12 @@ size_t memq__claims_sum(const memq_tracker *t)
 static void stats_locked(const memq_tracker *t, memq_stats *st)
 {
     *st = t->stats;
-    st->used = atomic_load_explicit(&t->used, memory_order_relaxed);
-    st->peak = t->peak;
+    st->used = memq__used(t);
+    /* The peak is raised whenever a total is computed; refills without the
+     * lock compute one only when their slice folds (see participation.c). */
+    st->peak = atomic_load_explicit(&t->peak, memory_order_relaxed);
+    if (st->peak < st->used)
+        st->peak = st->used;
     st->max = t->cfg.max;
     st->low_water = t->cfg.low_water;
     st->accounts = HASH_COUNT(t->accounts);

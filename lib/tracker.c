@@ -74,13 +74,14 @@ bool memq__check_crossing(memq_tracker *t, size_t added)
 {
     if (t->unlimited || t->shutdown || t->wanted)
         return false;
-    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
+    size_t used = memq__used(t);
     if (used <= t->cfg.max)
         return false;
     if (t->retry_above != 0 && added != 0 && used - added > t->cfg.max && used < t->retry_above)
         return false;
     t->retry_above = 0;
     t->wanted = true;
+    memq__lockfree_update(t);
     t->crossed_ns = memq__real_ns();
     memq__notify(t, 1);
     pthread_cond_broadcast(&t->cond);
@@ -108,10 +109,19 @@ int memq_tracker_new(memq_tracker **out, const memq_config *cfg)
         return MEMQ_ENOMEM;
     t->cfg = resolved;
     t->unlimited = resolved.max == MEMQ_UNLIMITED;
+    if (!t->unlimited) {
+        t->lockfree.slices = calloc(MEMQ_SLICES, sizeof(memq_slice));
+        if (t->lockfree.slices == NULL) {
+            free(t);
+            return MEMQ_ENOMEM;
+        }
+    }
+    memq__lockfree_update(t);
     t->refs = 1;
     t->next_id = 1;
     t->notify_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     if (t->notify_fd < 0) {
+        free(t->lockfree.slices);
         free(t);
         return MEMQ_ESYSTEM;
     }
@@ -131,6 +141,7 @@ int memq_tracker_new(memq_tracker **out, const memq_config *cfg)
             close(t->notify_fd);
             pthread_cond_destroy(&t->cond);
             pthread_mutex_destroy(&t->lock);
+            free(t->lockfree.slices);
             free(t);
             errno = rc;
             return MEMQ_ESYSTEM;
@@ -150,6 +161,7 @@ void memq__tracker_destroy(memq_tracker *t)
     free(t->ep.targets.items);
     free(t->ep.scratch.items);
     free(t->ep.pending);
+    free(t->lockfree.slices);
     pthread_mutex_unlock(&t->lock);
     pthread_cond_destroy(&t->cond);
     pthread_mutex_destroy(&t->lock);
@@ -168,6 +180,7 @@ void memq_tracker_free(memq_tracker *t)
     }
     t->shutdown = true;
     t->wanted = false;
+    memq__lockfree_update(t);
     memq__notify(t, 0);
     /* Closing removes each account from the hash, and may free it. */
     memq_account *a, *tmp;
@@ -224,6 +237,7 @@ int memq_tracker_reconfigure(memq_tracker *t, const memq_config *cfg)
         return MEMQ_ESHUTDOWN;
     }
     t->cfg = resolved;
+    memq__lockfree_update(t);
     bool wake = memq__check_crossing(t, 0);
     void (*wakeup)(void *) = t->cfg.wakeup;
     void *ctx = t->cfg.wakeup_ctx;
@@ -242,7 +256,7 @@ size_t memq_tracker_used(const memq_tracker *t)
     if (t == NULL)
         return 0;
     if (!t->unlimited)
-        return atomic_load_explicit(&t->used, memory_order_relaxed);
+        return memq__used(t);
     memq_tracker *mt = (memq_tracker *)t;
     memq__lock(mt);
     size_t sum = memq__claims_sum(t);

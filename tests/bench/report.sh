@@ -196,26 +196,13 @@ per item $(num mixed_coinflip_op) ns against $(num mixed_coinflip_atomic_op) ns
 
 EOF
 if missed mixed_vs_atomic; then cat <<'EOF'
-**Why it misses** (callgrind, at commit 0bc7a06).  In this workload 14% of
-claims and 14% of releases leave the fast path: a claim finds its cache
-short and refills it to 12 KiB, a release overflows 16 KiB and returns all
-but 4 KiB.  A fast claim or release is 14 instructions; a refill is 178
-(pthread mutex lock 32 and unlock 23, the library's lock wrappers 19, the
-crossing check 12, the bookkeeping of the tracker, account and
-participation about 90), a return 136 (the same lock).  That is 34
-instructions per operation on average, and each slow call costs about
-15-17 ns against 2 ns for a fast one: some 2 ns per operation, about
-40% of the atomic's cost.
-
-**What would close it.** Take the lock off refills and returns: charge the
-tracker with one atomic `fetch_add`/`fetch_sub` on `used` (and on the
-account's charge), and take the lock only when the account goes from
-empty to holding memory (it must enter the age index) or when the new
-total crosses `max`.  A prototype of exactly that, built outside the tree,
-ran this workload at 3.1-3.2 ns per operation against 5.3-5.4 ns for the
-atomic (0.58-0.60×); the coin-flip variant stays above 1× because of the
-benchmark's own mispredictions.  Figure 4 shows why the lock-free refill
-is still not the whole answer.
+**Why it misses.**  In this workload 14% of claims and 14% of releases
+leave the fast path: a claim finds its cache short and refills it to
+12 KiB, a release overflows 16 KiB and returns all but 4 KiB.  Far below
+`max` those take no tracker lock (see figure 4), but each still costs two
+atomic instructions (the account's spin lock and the thread's slice of
+the total) against none on the fast path.  A run on a busy machine can
+push that share over the line.
 
 EOF
 fi
@@ -263,38 +250,32 @@ free cores give.
 
 EOF
 fi
-if missed threads_2_vs_1; then cat <<EOF
-**Why it misses.**  Every refill or return (14% of the operations here,
-see figure 2) takes the tracker's mutex and writes the tracker's \`used\`
-and \`peak\`: with two threads each of them moves cache lines between the
-two cores, and the slow path that costs about 17 ns on one thread costs
-several times that.  The fast-path pairs, which touch nothing shared,
-scaled $(num threads_2_vs_1_pair 2)× in this run; the mixed workload, which
-shares those lines, $(num threads_2_vs_1 2)×.  A separate experiment
-(commits 836666d and 0bc7a06, run at high priority to keep the machine's
-other work away, keeping only repetitions in which a control loop scaled
-1.9× or more; two runs each) measured two threads against one at
-0.55-0.67× for the library as it is (the second thread makes it slower),
-1.02-1.06× for the lock-free refill prototype of figure 2 (the mutex is
-gone, the shared \`used\` line remains), and 1.90-1.98× for the library
-as it is with \`cache_max\` 256 KiB, with which this workload almost
-never refills.
+cat <<EOF
+**How.**  While no reclamation is wanted and the total is well below
+\`max\`, a refill or return takes no tracker lock: the account's and the
+participation's charges change under the account's spin lock, and the
+total changes in the calling thread's slice, one of 16 counters on cache
+lines of their own, folded into the shared total only when it drifts
+beyond a 256th of the hysteresis band (at most 256 KiB).  Two threads on
+two accounts then share nothing but cache lines that are only read.  The
+total, the shared part plus the slices, stays exact; a claim that could
+cross \`max\` still takes the lock.  Before this, every refill took the
+tracker's mutex and wrote its total, and two threads ran at 0.7× one.
 
-**What would close it.** Shared state must be touched rarely, not just
-without a lock.  Give each CPU a stock of charge, as Linux's memcg does
-(64 pages per CPU), so that a participation refills from its CPU's stock
-and only the stock, once per few hundred KiB, touches the tracker's
-total; the documented over-count bound becomes \`cache_max\` per
-participation plus one stock per CPU.  Raising \`cache_max\` has the same
-effect at the price of the bound: for this workload refills and returns
-fall from 14% of the operations to 6% with 32 KiB and 2.5% with 64 KiB.
+EOF
+if missed threads_2_vs_1; then cat <<EOF
+**Why it misses.**  Look at the control line first: with fewer than two
+free cores no library scales.  Otherwise, two threads share a line only
+when their slices fold or their accounts are the same; the fast-path
+pairs, which touch nothing shared, scaled $(num threads_2_vs_1_pair 2)× here.
 
 EOF
 fi
 cat <<EOF
 **Take-away.** Participations on different threads never contend on
-their fast paths; what they share is the tracker, on each refill and
-return.
+their fast paths, and their refills and returns contend only when they
+share an account, or near \`max\` and during reclamation, when the
+tracker's lock is taken again.
 
 ### 5. Reclamation at scale
 

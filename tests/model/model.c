@@ -964,7 +964,7 @@ static void check_internal(mm *m, size_t *records)
             bad_a = a->charged;
         sum += a->charged;
     }
-    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
+    size_t used = memq__used(t);
     memq__unlock(t);
     *records = sum;
     CHECK(m, bad_p == SIZE_MAX, "a participation's charge %zu != claimed + cache", bad_p);
