@@ -173,15 +173,26 @@ static _Atomic unsigned next_slice;
 /* initial-exec: a plain %fs-relative load, not a __tls_get_addr call. */
 static _Thread_local unsigned my_slice __attribute__((tls_model("initial-exec"))); /* 1 + index */
 
+/* Whether x, a sum modulo 2^64, stands for a negative number. */
+static bool negative(size_t x)
+{
+    return x > SIZE_MAX / 2;
+}
+
+/*
+ * Exact when nothing changes meanwhile.  Otherwise the parts are read at
+ * slightly different times: a charge added to a slice and then forgotten
+ * by a close on used, or a fold, can be seen half done, by the size of one
+ * refill or fold at most.  A sum that comes out below 0 that way is 0.
+ */
 size_t memq__used(const memq_tracker *t)
 {
     size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
-    if (atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed) == 0 &&
-        atomic_load_explicit(&t->lockfree.off, memory_order_relaxed))
+    if (atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed) == 0)
         return used; /* never on: the slices are all 0 */
-    for (size_t i = 0; t->lockfree.slices != NULL && i < MEMQ_SLICES; i++)
+    for (size_t i = 0; i < MEMQ_SLICES; i++)
         used += atomic_load_explicit(&t->lockfree.slices[i].bytes, memory_order_relaxed);
-    return used;
+    return negative(used) ? 0 : used;
 }
 
 void memq__lockfree_update(memq_tracker *t)
@@ -212,8 +223,8 @@ static size_t slice_add(memq_tracker *t, size_t delta)
     size_t batch = atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed);
     if (v <= batch || v >= (size_t)0 - batch)
         return 0;
-    v = atomic_exchange_explicit(&s->bytes, 0, memory_order_relaxed);
     atomic_fetch_add_explicit(&t->used, v, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&s->bytes, v, memory_order_relaxed);
     return v;
 }
 
@@ -239,7 +250,9 @@ static bool claim_lockfree(memq_participation *p, size_t n)
      * crosses takes the lock, and sees it at once. */
     size_t max = atomic_load_explicit(&t->lockfree.max, memory_order_relaxed);
     size_t reach = MEMQ_SLICES * atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed) + charge;
-    if (max < reach || atomic_load_explicit(&t->used, memory_order_relaxed) > max - reach)
+    /* (used alone goes below 0 when closes forget charges still in slices.) */
+    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
+    if (max < reach || (!negative(used) && used > max - reach))
         return false;
     /* The total first: a close in between must not take it below what
      * is charged. */
@@ -259,10 +272,10 @@ static bool claim_lockfree(memq_participation *p, size_t n)
     p->cache = cache + charge - n;
     store(&p->cache_limit, cache_max);
     publish_claimed(p, claimed + n);
-    if (folded > 0 && folded <= SIZE_MAX / 2) {
-        size_t used = memq__used(t);
-        memq__peak(t, used);
-        if (used > atomic_load_explicit(&t->lockfree.max, memory_order_relaxed)) {
+    if (folded > 0 && !negative(folded)) {
+        size_t total = memq__used(t);
+        memq__peak(t, total);
+        if (total > max) {
             memq__lock(t);
             bool wake = memq__check_crossing(t, folded);
             void (*wakeup)(void *) = t->cfg.wakeup;

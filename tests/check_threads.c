@@ -256,9 +256,13 @@ static void *churn_main(void *arg)
     return NULL;
 }
 
+/* As with the claimers: a narrow band, and a wide one where refills and
+ * returns go without the tracker's lock while accounts close around them. */
+static const size_t churn_max[2] = {64 * KIB, 16 * 1024 * KIB};
+
 START_TEST(test_accounts_opened_and_closed_during_reclamation_leave_nothing_counted)
 {
-    memq_tracker *t = thread_tracker(64 * KIB, 32 * KIB, CACHE);
+    memq_tracker *t = thread_tracker(churn_max[_i], churn_max[_i] / 2, CACHE);
     atomic_bool stop = false;
     churner churners[THREADS];
     pthread_t threads[THREADS];
@@ -281,6 +285,66 @@ START_TEST(test_accounts_opened_and_closed_during_reclamation_leave_nothing_coun
     ck_assert_uint_eq(used, 0);
     ck_assert_uint_eq(st.accounts, 0);
     ck_assert_uint_eq(st.participants, 0);
+}
+END_TEST
+
+/* Refills and returns without the tracker's lock (a wide band) on one
+ * thread while another closes the account by dropping its last reference:
+ * whichever wins, nothing stays counted once the participation is freed,
+ * and the owner's claims fail with MEMQ_ECLOSED from the close on. */
+typedef struct closer_race {
+    tpart *tp;
+    atomic_bool *stop;
+    atomic_long ops, closed_claims;
+    int failures;
+} closer_race;
+
+static void *closer_race_owner(void *arg)
+{
+    closer_race *c = arg;
+    uint64_t rng = 0x51ed;
+    while (!atomic_load(c->stop)) {
+        int rc = tpart_claim(c->tp, 1 + rng_below(&rng, 9000));
+        if (rc == MEMQ_ECLOSED)
+            atomic_fetch_add(&c->closed_claims, 1);
+        else if (rc != 0)
+            c->failures++;
+        tpart_release(c->tp, rng_below(&rng, 9000));
+        atomic_fetch_add(&c->ops, 1);
+    }
+    return NULL;
+}
+
+/* Wait (at most DEADLINE_MS) until *x reaches at least n. */
+static void wait_at_least(atomic_long *x, long n)
+{
+    for (int i = 0; i < DEADLINE_MS && atomic_load(x) < n; i++)
+        sleep_ms(1);
+}
+
+START_TEST(test_account_closed_under_refills_without_the_lock_leaves_nothing_counted)
+{
+    memq_tracker *t = thread_tracker(16 * 1024 * KIB, 8 * 1024 * KIB, CACHE);
+    for (int round = 0; round < 20; round++) {
+        tpart tp;
+        tpart_init(&tp, t);
+        atomic_bool stop = false;
+        closer_race c = {&tp, &stop, 0, 0, 0};
+        pthread_t owner;
+        ck_assert_int_eq(pthread_create(&owner, NULL, closer_race_owner, &c), 0);
+        wait_at_least(&c.ops, 1000);
+        memq_account_unref(tp.account); /* the last reference: closes it */
+        tp.account = NULL;
+        wait_at_least(&c.closed_claims, 10);
+        atomic_store(&stop, true);
+        pthread_join(owner, NULL);
+        ck_assert_int_eq(c.failures, 0);
+        ck_assert_int_gt(atomic_load(&c.closed_claims), 0);
+        memq_participation_free(tp.p);
+        pthread_mutex_destroy(&tp.mu);
+        ck_assert_uint_eq(memq_tracker_used(t), 0);
+    }
+    memq_tracker_free(t);
 }
 END_TEST
 
@@ -614,7 +678,9 @@ int main(void)
 
     tc = test_case("claimers");
     tcase_add_loop_test(tc, test_concurrent_claimers_keep_used_equal_to_their_records, 0, 2);
-    tcase_add_test(tc, test_accounts_opened_and_closed_during_reclamation_leave_nothing_counted);
+    tcase_add_loop_test(tc, test_accounts_opened_and_closed_during_reclamation_leave_nothing_counted,
+                        0, 2);
+    tcase_add_test(tc, test_account_closed_under_refills_without_the_lock_leaves_nothing_counted);
     tcase_add_test(tc, test_reclaim_thread_brings_use_down_to_low_water);
     suite_add_tcase(s, tc);
 
