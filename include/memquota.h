@@ -221,8 +221,11 @@ MEMQ_EXPORT void memq_tracker_free(memq_tracker *t);
 MEMQ_EXPORT int memq_tracker_reconfigure(memq_tracker *t, const memq_config *cfg);
 
 /* Bytes currently counted: everything claimed plus the participations'
- * caches (the over-count is at most cache_max per participation).  0 for
- * NULL.  For an unlimited tracker, the sum of the participations' claims,
+ * caches (the over-count is at most cache_max per participation).  Exact
+ * when no other thread claims or releases meanwhile; while they do, the
+ * shared total and the threads' slices (see memq_claim) are read one
+ * after the other, so the sum may be off by a refill or two in flight.  0
+ * for NULL.  For an unlimited tracker, the sum of the participations' claims,
  * saturating at SIZE_MAX (it keeps no shared total, so a claim is only
  * checked against its own participation's). */
 MEMQ_EXPORT size_t memq_tracker_used(const memq_tracker *t);
