@@ -625,6 +625,10 @@ static void expire_pending(memq_tracker *t, memq_time now, reclaim_log *log)
         remove_pending(t, i);
         collapse(t, p, true);
         memq__participation_unref(p);
+        /* Closing the account forgot its other pending entries, moving
+         * later ones into places already passed: look again from the
+         * start. */
+        i = 0;
     }
 }
 
