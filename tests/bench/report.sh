@@ -207,9 +207,9 @@ push that share over the line.
 EOF
 fi
 cat <<EOF
-**Take-away.** Even with its slow path as it is, accounting real traffic
-costs a few nanoseconds per operation, of the order of one uncontended
-atomic instruction.  The cache is what makes it cheap: with \`cache_max\`
+**Take-away.** Refills and returns included, accounting real traffic
+costs a few nanoseconds per operation, less than one uncontended atomic
+instruction.  The cache is what makes it cheap: with \`cache_max\`
 0 (exact accounting) every call takes the slow path.
 
 ### 3. Independence from scale
