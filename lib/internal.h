@@ -212,7 +212,8 @@ struct memq_tracker {
      * and the counters. */
     struct {
         _Atomic bool off;      /* none now: an episode is wanted or runs */
-        _Atomic size_t batch;  /* a slice folds beyond +-batch; 0: none ever */
+        _Atomic size_t batch;  /* a slice folds beyond +-batch; 0: no slices */
+        _Atomic bool counted;  /* batch was once on: the slices count */
         _Atomic size_t max;    /* cfg.max and cfg.cache_max, for them */
         _Atomic size_t cache_max;
         memq_slice *slices;    /* MEMQ_SLICES of them */

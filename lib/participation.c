@@ -188,7 +188,7 @@ static bool negative(size_t x)
 size_t memq__used(const memq_tracker *t)
 {
     size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
-    if (atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed) == 0)
+    if (!atomic_load_explicit(&t->lockfree.counted, memory_order_relaxed))
         return used; /* never on: the slices are all 0 */
     for (size_t i = 0; i < MEMQ_SLICES; i++)
         used += atomic_load_explicit(&t->lockfree.slices[i].bytes, memory_order_relaxed);
@@ -203,13 +203,14 @@ void memq__lockfree_update(memq_tracker *t)
     if (t->unlimited || t->lockfree.slices == NULL || batch < t->cfg.cache_max ||
         t->cfg.cache_max == 0)
         batch = 0;
-    /* Once on, stay countable: readers sum the slices from then on. */
-    if (batch == 0 && atomic_load(&t->lockfree.batch) != 0)
-        batch = 1;
+    /* Once on, readers sum the slices from then on (they may hold bytes
+     * after batch goes back to 0). */
+    if (batch > 0)
+        atomic_store(&t->lockfree.counted, true);
     atomic_store(&t->lockfree.max, t->cfg.max);
     atomic_store(&t->lockfree.cache_max, t->cfg.cache_max);
     atomic_store(&t->lockfree.batch, batch);
-    atomic_store(&t->lockfree.off, batch <= 1 || t->shutdown || t->wanted || t->ep.active);
+    atomic_store(&t->lockfree.off, batch == 0 || t->shutdown || t->wanted || t->ep.active);
 }
 
 /* Add delta (modulo 2^64) to this thread's slice; fold it into used if it
