@@ -21,6 +21,13 @@ static int wait_for(atomic_int *flag)
     return atomic_load(flag);
 }
 
+/* Wait (at most DEADLINE_MS) until *x reaches at least n. */
+static void wait_at_least(atomic_long *x, long n)
+{
+    for (int i = 0; i < DEADLINE_MS && atomic_load(x) < n; i++)
+        sleep_ms(1);
+}
+
 /* ----------------------------------------------------------------------
  * A thread-safe fake participant: the owner and the reclaim callbacks
  * serialise on its mutex, as a real queue would.
@@ -129,7 +136,7 @@ typedef struct claimer {
     uint64_t seed;
     atomic_bool *stop;
     int failures;
-    long ops;
+    atomic_long ops; /* read by the main thread while it runs */
 } claimer;
 
 static void *claimer_main(void *arg)
@@ -144,7 +151,7 @@ static void *claimer_main(void *arg)
         } else {
             tpart_release(tp, 1 + rng_below(&rng, 3000));
         }
-        c->ops++;
+        atomic_fetch_add(&c->ops, 1);
     }
     return NULL;
 }
@@ -169,9 +176,12 @@ START_TEST(test_concurrent_claimers_keep_used_equal_to_their_records)
         claimers[i] = (claimer){ parts[i], 0x1234567ULL * (uint64_t)(i + 1), &stop, 0, 0 };
         ck_assert_int_eq(pthread_create(&threads[i], NULL, claimer_main, &claimers[i]), 0);
     }
-    /* At least 1.2 s, and until the reclaim thread has reclaimed: under
+    /* At least 1.2 s, until both claimers have run, and until the reclaim
+     * thread has reclaimed: under
      * valgrind the threads are serialised and may need longer. */
     sleep_ms(1200);
+    for (int i = 0; i < THREADS; i++)
+        wait_at_least(&claimers[i].ops, 1);
     memq_stats st;
     for (int i = 0; i < DEADLINE_MS; i += 10) {
         memq_tracker_stats(t, &st);
@@ -204,7 +214,7 @@ START_TEST(test_concurrent_claimers_keep_used_equal_to_their_records)
 
     for (int i = 0; i < THREADS; i++) {
         ck_assert_int_eq(claimers[i].failures, 0);
-        ck_assert_int_gt(claimers[i].ops, 0);
+        ck_assert_int_gt(atomic_load(&claimers[i].ops), 0);
     }
     ck_assert_uint_gt(st.accounts_reclaimed, 0); /* the reclaim thread did work */
     ck_assert_msg(used >= sum && used - sum <= THREADS * PER_THREAD * CACHE,
@@ -219,7 +229,7 @@ typedef struct churner {
     uint64_t seed;
     atomic_bool *stop;
     int failures;
-    long ops;
+    atomic_long ops; /* read by the main thread while it runs */
 } churner;
 
 static void *churn_main(void *arg)
@@ -251,7 +261,7 @@ static void *churn_main(void *arg)
         }
         pthread_mutex_destroy(&tp->mu);
         free(tp);
-        c->ops++;
+        atomic_fetch_add(&c->ops, 1);
     }
     return NULL;
 }
@@ -270,7 +280,11 @@ START_TEST(test_accounts_opened_and_closed_during_reclamation_leave_nothing_coun
         churners[i] = (churner){ t, 0x9876543ULL * (uint64_t)(i + 1), &stop, 0, 0 };
         ck_assert_int_eq(pthread_create(&threads[i], NULL, churn_main, &churners[i]), 0);
     }
+    /* About a second, and until both churners have run (under valgrind
+     * the threads are serialised and one may wait a long time). */
     sleep_ms(1000);
+    for (int i = 0; i < THREADS; i++)
+        wait_at_least(&churners[i].ops, 1);
     atomic_store(&stop, true);
     for (int i = 0; i < THREADS; i++)
         pthread_join(threads[i], NULL);
@@ -280,7 +294,7 @@ START_TEST(test_accounts_opened_and_closed_during_reclamation_leave_nothing_coun
     memq_tracker_free(t);
     for (int i = 0; i < THREADS; i++) {
         ck_assert_int_eq(churners[i].failures, 0);
-        ck_assert_int_gt(churners[i].ops, 0);
+        ck_assert_int_gt(atomic_load(&churners[i].ops), 0);
     }
     ck_assert_uint_eq(used, 0);
     ck_assert_uint_eq(st.accounts, 0);
@@ -315,12 +329,6 @@ static void *closer_race_owner(void *arg)
     return NULL;
 }
 
-/* Wait (at most DEADLINE_MS) until *x reaches at least n. */
-static void wait_at_least(atomic_long *x, long n)
-{
-    for (int i = 0; i < DEADLINE_MS && atomic_load(x) < n; i++)
-        sleep_ms(1);
-}
 
 START_TEST(test_account_closed_under_refills_without_the_lock_leaves_nothing_counted)
 {
