@@ -49,7 +49,7 @@ extern "C" {
  * ====================================================================== */
 
 #define MEMQ_VERSION_MAJOR 0
-#define MEMQ_VERSION_MINOR 1
+#define MEMQ_VERSION_MINOR 2
 #define MEMQ_VERSION_PATCH 0
 /* The version as one integer: major * 10000 + minor * 100 + patch. */
 #define MEMQ_VERSION_NUMBER                                                 \
@@ -172,11 +172,49 @@ typedef struct memq_config {
      * Budgets and duration statistics always use the real clock. */
     memq_time (*clock)(void *ctx);
     void *clock_ctx;
+
+    /* ---- The machine's view (see memq_tracker_pressure()) ---- */
+    /* A pressure episode reclaims down to this.  0: half of low_water.  An
+     * explicit value must be at most low_water (and 0 when max is
+     * MEMQ_UNLIMITED, which ignores pressure). */
+    size_t pressure_low_water;
+    /* At most one pressure episode starts in this many milliseconds of real
+     * time; reports in between are counted and absorbed.  Default 1000;
+     * must be at least 1. */
+    unsigned pressure_interval_ms;
+    /* A limit on the process's resident memory (RSS) in bytes; 0 (the
+     * default) turns it off.  Crossing it starts an episode that reclaims
+     * tracked memory oldest-first, never below low_water because of RSS
+     * alone, and that stops (logged, counted in rss_stalls) when reclaiming
+     * does not lower RSS.  Needs a tracked max (not MEMQ_UNLIMITED). */
+    size_t rss_max;
+    /* Opt in to the built-in pressure watcher: systemd's
+     * $MEMORY_PRESSURE_WATCH, else the cgroup v2 memory.pressure, else
+     * /proc/pressure/memory, else cgroup v1 memory.pressure_level.  A
+     * source that refuses is logged, shown in the statistics and skipped;
+     * tracker creation never fails because of it.  Default false. */
+    bool pressure_watch;
+    /* The PSI trigger the watcher writes when systemd gives none ("some
+     * <stall> <window>", microseconds).  Defaults: systemd's, 200000 in
+     * 2000000.  The kernel wants 500000 <= window <= 10000000 and
+     * 0 < stall <= window. */
+    unsigned pressure_stall_us, pressure_window_us;
+
+    /* ---- The tracker's own chunk pool (memq_tracker_pool()) ---- */
+    /* Bytes of empty spans the pool keeps for reuse instead of returning
+     * them to the OS at once (counted as slack).  Default 0: 256 KiB. */
+    size_t pool_reserve;
+    /* Debug mode: guard pages around spans, freed chunks poisoned and
+     * checked when reused (a use after free is reported). */
+    bool pool_debug;
 } memq_config;
 
 /* Fill *cfg with the defaults: max MEMQ_AUTO, low_water 0 (auto),
  * cache_max 16 KiB, manual mode, no callbacks, reclaim_timeout_ms 10000,
- * reclaim_budget_us 1000.  Ignores NULL. */
+ * reclaim_budget_us 1000, pressure_low_water 0 (auto),
+ * pressure_interval_ms 1000, rss_max 0 (off), no pressure watcher,
+ * pressure_stall_us 200000, pressure_window_us 2000000, pool_reserve 0
+ * (auto), pool_debug false.  Ignores NULL. */
 MEMQ_EXPORT void memq_config_init(memq_config *cfg);
 
 /* Validate a configuration without creating anything.  Returns 0 if
@@ -285,7 +323,52 @@ typedef struct memq_stats {
     uint64_t unreclaimable_events; /* episodes stopped with nothing left to reclaim */
     uint64_t callback_timeouts;    /* PENDING answers that timed out */
     uint64_t misuse_events;        /* over-releases, stale handles, bad answers */
+
+    /* What used is made of: claimed by participants, held in their caches
+     * (the over-count, at most cache_max each), and slack that belongs to
+     * no account (the chunk pools' free space).  used == claimed + cached
+     * + slack in a snapshot taken while no other thread claims.  Summing
+     * the claims costs one pass over the participations. */
+    size_t claimed, cached, slack;
+
+    /* The machine's view, read at memq_tracker_stats() and dump calls and
+     * at episode starts (0 where there is no such figure). */
+    size_t rss;                    /* the process's resident memory */
+    int64_t untracked;             /* rss - used (negative: counted, not resident) */
+    size_t cgroup_usage;           /* the process's cgroup's memory use */
+    size_t cgroup_limit;           /* its limit (memory.max, memory.high or v1) */
+    uint64_t pressure_events;      /* memq_tracker_pressure() reports */
+    uint64_t pressure_episodes;    /* episodes they started */
+    uint64_t rss_episodes;         /* episodes started by rss_max */
+    uint64_t rss_stalls;           /* rss_max episodes that did not lower RSS */
+    /* The built-in watcher: the source in use (MEMQ_WATCH_*, NONE if off
+     * or none worked) and a mask (1 << MEMQ_WATCH_*) of the sources that
+     * were tried and refused. */
+    int watch_source;
+    unsigned watch_refused;
 } memq_stats;
+
+/* Sources of the built-in pressure watcher, in the order they are tried. */
+enum {
+    MEMQ_WATCH_NONE = 0,
+    MEMQ_WATCH_SYSTEMD = 1, /* $MEMORY_PRESSURE_WATCH / $MEMORY_PRESSURE_WRITE */
+    MEMQ_WATCH_CGROUP2 = 2, /* the process's cgroup v2 memory.pressure */
+    MEMQ_WATCH_PSI = 3,     /* /proc/pressure/memory */
+    MEMQ_WATCH_CGROUP1 = 4  /* cgroup v1 memory.pressure_level */
+};
+
+/* Report that the machine is short of memory (a PSI trigger, a cgroup
+ * event, a SIGDANGER of the daemon's own, or the built-in watcher).  The
+ * report is counted in pressure_events; unless a pressure episode started
+ * less than pressure_interval_ms ago, it starts one even when used <= max
+ * (an episode already running takes its target): it reclaims oldest-first
+ * down to pressure_low_water and stops there, however long the pressure
+ * lasts.  It is driven like any episode (the wakeup callback,
+ * memq_tracker_fd(), the reclaim thread).  Returns 1 if a pressure episode
+ * was scheduled; 0 if the report was absorbed by the rate limit, or the
+ * tracker is unlimited (nothing is tracked); MEMQ_EINVAL for NULL;
+ * MEMQ_ESHUTDOWN.  Never calls a participant callback itself. */
+MEMQ_EXPORT int memq_tracker_pressure(memq_tracker *t);
 
 /* Fill *st with a consistent snapshot.  Zeroes *st for a NULL tracker;
  * ignores a NULL st. */
@@ -370,6 +453,12 @@ typedef struct memq_reclaim_request {
      * Free oldest first until you have freed want or hold nothing older
      * than this. */
     memq_time older_than;
+    /* True when this is not a request but a notice: the account was
+     * closed by reclamation (a participant's COLLAPSING answer, or a
+     * reclaim timeout).  Free everything you hold and release it; the
+     * answer is ignored.  want is then what you claim, older_than
+     * MEMQ_TIME_MAX. */
+    bool closed;
 } memq_reclaim_request;
 
 typedef enum {

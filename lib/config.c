@@ -28,6 +28,9 @@ void memq_config_init(memq_config *cfg)
     cfg->reclaim_mode = MEMQ_RECLAIM_MANUAL;
     cfg->reclaim_timeout_ms = 10000;
     cfg->reclaim_budget_us = 1000;
+    cfg->pressure_interval_ms = 1000;
+    cfg->pressure_stall_us = 200000;
+    cfg->pressure_window_us = 2000000;
 }
 
 /* ======================================================================
@@ -68,11 +71,25 @@ int memq__config_resolve(const memq_config *cfg, memq_config *out, char *buf, si
         return reject(buf, len, "reclaim_timeout_ms: must be at least 1");
     if (c.reclaim_budget_us == 0)
         return reject(buf, len, "reclaim_budget_us: must be at least 1");
+    if (c.pressure_interval_ms == 0)
+        return reject(buf, len, "pressure_interval_ms: must be at least 1");
+    /* The kernel's rules for a PSI trigger (kernel/sched/psi.c). */
+    if (c.pressure_window_us < 500000 || c.pressure_window_us > 10000000)
+        return reject(buf, len, "pressure_window_us: must be from 500000 to 10000000 (got %u)",
+                      c.pressure_window_us);
+    if (c.pressure_stall_us == 0 || c.pressure_stall_us > c.pressure_window_us)
+        return reject(buf, len, "pressure_stall_us: must be from 1 to pressure_window_us (%u) "
+                                "(got %u)", c.pressure_window_us, c.pressure_stall_us);
 
     if (c.max == MEMQ_UNLIMITED) {
         if (c.low_water != 0)
             return reject(buf, len, "low_water: must be 0 when max is MEMQ_UNLIMITED "
                                     "(got %zu)", c.low_water);
+        if (c.pressure_low_water != 0)
+            return reject(buf, len, "pressure_low_water: must be 0 when max is "
+                                    "MEMQ_UNLIMITED (got %zu)", c.pressure_low_water);
+        if (c.rss_max != 0)
+            return reject(buf, len, "rss_max: needs a tracked max, not MEMQ_UNLIMITED");
         *out = c;
         return 0;
     }
@@ -94,6 +111,12 @@ int memq__config_resolve(const memq_config *cfg, memq_config *out, char *buf, si
         return reject(buf, len, "cache_max: max - low_water (%zu) must be at least "
                                 "4 * cache_max (%zu), or caches eat the hysteresis band",
                       c.max - c.low_water, c.cache_max <= SIZE_MAX / 4 ? 4 * c.cache_max : SIZE_MAX);
+    if (c.pressure_low_water == 0)
+        c.pressure_low_water = c.low_water / 2;
+    if (c.pressure_low_water > c.low_water)
+        return reject(buf, len, "pressure_low_water: must be at most low_water "
+                                "(pressure_low_water %zu, low_water %zu)",
+                      c.pressure_low_water, c.low_water);
     *out = c;
     return 0;
 }

@@ -18,6 +18,7 @@
 #define MEMQ_INTERNAL_H
 
 #include "memquota.h"
+#include "core.h"
 
 #include <pthread.h>
 #include <sched.h>
@@ -158,6 +159,7 @@ typedef struct memq_pending {
 
 typedef struct memq_episode {
     bool active;
+    bool pressure; /* started or joined by a pressure report: ends lower */
     bool waiting;    /* the last call returned waiting for PENDING answers */
     uint64_t start_ns; /* real clock */
     /* Accounts keyed MEMQ_TIME_MAX in t->ages until the episode ends: the
@@ -205,6 +207,7 @@ struct memq_tracker {
     char apart1[64];
     _Atomic size_t used;
     _Atomic size_t peak;
+    _Atomic size_t slack; /* the part of the total no account holds (core.h) */
     char apart2[64];
 
     /* What the refills and returns without the lock read
@@ -251,6 +254,10 @@ struct memq_tracker {
     /* Thread mode. */
     bool thread_started;
     pthread_t thread;
+
+    /* Pressure reports (memq_tracker_pressure). */
+    bool pressure_wanted;      /* an episode down to pressure_low_water is due */
+    uint64_t pressure_last_ns; /* real clock, when the last one was scheduled */
 
     memq_stats stats; /* counters; used/peak/max/... filled on read */
     bool misuse_logged;

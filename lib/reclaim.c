@@ -400,6 +400,22 @@ static size_t targets_claimed(const memq_snapshot *s)
     return sum;
 }
 
+/* A pressure report lowers the target of the episode it starts or joins. */
+static void take_pressure(memq_tracker *t)
+{
+    if (t->pressure_wanted)
+        t->ep.pressure = true;
+    t->pressure_wanted = false;
+}
+
+/* Where the episode ends: at low water, or lower under pressure (the
+ * configuration keeps pressure_low_water <= low_water).  Read afresh, so
+ * that a reconfiguration takes effect at once. */
+static size_t target_of(const memq_tracker *t)
+{
+    return t->ep.pressure ? t->cfg.pressure_low_water : t->cfg.low_water;
+}
+
 static void start_round(memq_tracker *t, memq_candidate victim, memq_time older_than)
 {
     memq_episode *ep = &t->ep;
@@ -407,7 +423,7 @@ static void start_round(memq_tracker *t, memq_candidate victim, memq_time older_
     if (a == NULL)
         return;
     size_t used = used_of(t);
-    ep->request.want = used > t->cfg.low_water ? used - t->cfg.low_water : 0;
+    ep->request.want = used > target_of(t) ? used - target_of(t) : 0;
     ep->request.older_than = older_than;
     ep->victim = victim;
     ep->round_progress = false;
@@ -564,6 +580,8 @@ static void episode_start(memq_tracker *t)
 {
     memq_episode *ep = &t->ep;
     ep->active = true;
+    ep->pressure = false;
+    take_pressure(t);
     memq__lockfree_update(t);
     ep->start_ns = t->wanted ? t->crossed_ns : memq__real_ns();
     t->stats.episodes++;
@@ -580,16 +598,16 @@ static void episode_end(memq_tracker *t, bool reached, reclaim_log *log)
     if (ns > t->stats.episode_ns_max)
         t->stats.episode_ns_max = ns;
     if (reached) {
-        note(log, MEMQ_LOG_INFO, "reclamation reached low water: used %zu <= %zu in %" PRIu64 " us",
-             used_of(t), t->cfg.low_water, ns / 1000);
+        note(log, MEMQ_LOG_INFO, "reclamation reached its target: used %zu <= %zu in %" PRIu64 " us",
+             used_of(t), target_of(t), ns / 1000);
     } else {
         t->stats.unreclaimable_events++;
         size_t used = used_of(t), step = (t->cfg.max - t->cfg.low_water) / 4;
         t->retry_above = used > SIZE_MAX - step ? SIZE_MAX : used + step;
         note(log, MEMQ_LOG_WARN,
-             "reclamation stopped with nothing reclaimable left: used %zu, low water %zu, max "
+             "reclamation stopped with nothing reclaimable left: used %zu, target %zu, max "
              "%zu; retrying at the next crossing or after growth of a quarter of the band",
-             used_of(t), t->cfg.low_water, t->cfg.max);
+             used_of(t), target_of(t), t->cfg.max);
     }
     for (size_t i = 0; i < ep->aside_n; i++)
         restore(t, ep->aside[i]);
@@ -665,8 +683,10 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
             return MEMQ_ESHUTDOWN;
         }
         expire_pending(t, now, log);
+        if (ep->active)
+            take_pressure(t);
         if (!ep->active) {
-            if (used_of(t) <= t->cfg.max) {
+            if (used_of(t) <= t->cfg.max && !t->pressure_wanted) {
                 t->wanted = false;
                 memq__lockfree_update(t);
                 memq__notify(t, 0);
@@ -685,11 +705,11 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
             continue;
         }
         size_t used = used_of(t);
-        if (used <= t->cfg.low_water) {
+        if (used <= target_of(t)) {
             episode_end(t, true, log);
             return 0;
         }
-        if (ep->pending_n > 0 && used - pending_usage(t) <= t->cfg.low_water)
+        if (ep->pending_n > 0 && used - pending_usage(t) <= target_of(t))
             return wait_pending(t, now);
         memq_candidate victim, next;
         select_result r = select_oldest(t, &victim, b, UINT_MAX);

@@ -36,10 +36,22 @@ static void stats_locked(const memq_tracker *t, memq_stats *st)
     st->low_water = t->cfg.low_water;
     st->accounts = HASH_COUNT(t->accounts);
     st->participants = t->nparticipants;
+    st->claimed = memq__claims_sum(t);
+    st->slack = atomic_load_explicit(&t->slack, memory_order_relaxed);
+    st->cached = 0;
     if (t->unlimited) {
-        st->used = memq__claims_sum(t);
+        st->used = st->claimed;
         st->peak = st->used;
+        return;
     }
+    /* A participation's charge is its claim plus its cache. */
+    for (memq_account *a = t->accounts; a != NULL; a = a->hh.next)
+        for (memq_participation *p = a->participants; p != NULL; p = p->next) {
+            size_t charged = atomic_load_explicit(&p->charged, memory_order_relaxed);
+            size_t claimed = atomic_load_explicit(&p->claimed, memory_order_relaxed);
+            if (charged > claimed)
+                st->cached += charged - claimed;
+        }
 }
 
 void memq_tracker_stats(const memq_tracker *t, memq_stats *st)

@@ -89,6 +89,82 @@ bool memq__check_crossing(memq_tracker *t, size_t added)
 }
 
 /* ======================================================================
+ * Slack and pressure: what the rooms beside the core report
+ * ====================================================================== */
+
+void memq__slack_add(memq_tracker *t, size_t n)
+{
+    if (t->unlimited || n == 0)
+        return;
+    atomic_fetch_add_explicit(&t->slack, n, memory_order_relaxed);
+    memq__used_add(t, n);
+    if (memq__used(t) <= atomic_load_explicit(&t->lockfree.max, memory_order_relaxed))
+        return;
+    memq__lock(t);
+    bool wake = memq__check_crossing(t, n);
+    void (*wakeup)(void *) = t->cfg.wakeup;
+    void *ctx = t->cfg.wakeup_ctx;
+    memq__unlock(t);
+    if (wake)
+        wakeup(ctx);
+}
+
+void memq__slack_sub(memq_tracker *t, size_t n)
+{
+    if (t->unlimited || n == 0)
+        return;
+    size_t slack = atomic_load_explicit(&t->slack, memory_order_relaxed);
+    do {
+        if (n > slack) {
+            memq__lock(t);
+            memq__misuse_locked(t, "misuse: more slack given back than was counted");
+            memq__unlock_log(t);
+            n = slack;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&t->slack, &slack, slack - n,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    memq__used_sub(t, n);
+}
+
+int memq_tracker_pressure(memq_tracker *t)
+{
+    if (t == NULL || t->magic != MEMQ_MAGIC_TRACKER)
+        return MEMQ_EINVAL;
+    uint64_t now = memq__real_ns();
+    memq__lock(t);
+    if (t->shutdown) {
+        memq__unlock(t);
+        return MEMQ_ESHUTDOWN;
+    }
+    t->stats.pressure_events++;
+    uint64_t interval = (uint64_t)t->cfg.pressure_interval_ms * 1000000u;
+    if (t->unlimited || (t->pressure_last_ns != 0 && now - t->pressure_last_ns < interval)) {
+        memq__unlock(t);
+        return 0;
+    }
+    t->pressure_last_ns = now;
+    t->pressure_wanted = true;
+    t->stats.pressure_episodes++;
+    bool wake = false;
+    if (!t->wanted) {
+        t->wanted = true;
+        t->crossed_ns = now;
+        memq__lockfree_update(t);
+        memq__notify(t, 1);
+        wake = t->cfg.wakeup != NULL;
+    } else if (!t->reclaiming) {
+        memq__notify(t, 1); /* an episode waiting on answers has more to do now */
+    }
+    pthread_cond_broadcast(&t->cond);
+    void (*wakeup)(void *) = t->cfg.wakeup;
+    void *ctx = t->cfg.wakeup_ctx;
+    memq__unlock(t);
+    if (wake)
+        wakeup(ctx);
+    return 1;
+}
+
+/* ======================================================================
  * Creation and shutdown
  * ====================================================================== */
 

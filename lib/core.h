@@ -1,0 +1,29 @@
+/*
+ * core.h - the narrow interface through which the rooms beside the core
+ * (the chunk pool, the pressure watcher) reach into it.  Never installed.
+ *
+ * A room uses the public API for everything else.  It must not include
+ * internal.h: what the core's circle of files share stays theirs.
+ */
+#ifndef MEMQ_CORE_H
+#define MEMQ_CORE_H
+
+#include "memquota.h"
+
+/*
+ * Slack: bytes the tracker counts that belong to no account, such as a
+ * chunk pool's free chunks and the spans it keeps for reuse.  They are
+ * part of used (so they count against max and can start an episode) and
+ * shown as memq_stats.slack, but no account holds them, so they are never
+ * a victim: reclamation frees participants' data, and the slack shrinks
+ * when the room gives memory back to the OS.  Thread-safe, no lock on the
+ * way unless the total crosses max; memq__slack_add() may then call the
+ * tracker's wakeup callback, so never call it while holding a lock that
+ * user callbacks may take (or any lock of the room's own).  Ignored by an
+ * unlimited tracker and after shutdown.  Subtracting more than was added
+ * is clamped and counted as misuse.
+ */
+void memq__slack_add(memq_tracker *t, size_t n);
+void memq__slack_sub(memq_tracker *t, size_t n);
+
+#endif /* MEMQ_CORE_H */
