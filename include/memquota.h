@@ -258,6 +258,12 @@ MEMQ_EXPORT void memq_tracker_free(memq_tracker *t);
  * to cfg->log); MEMQ_ESHUTDOWN. */
 MEMQ_EXPORT int memq_tracker_reconfigure(memq_tracker *t, const memq_config *cfg);
 
+/* Copy the configuration in force into *out, with MEMQ_AUTO and the
+ * other defaults resolved (max and low_water as bytes, pressure_low_water
+ * set): a starting point for memq_tracker_reconfigure().  Returns 0;
+ * MEMQ_EINVAL for NULL arguments (out is then untouched). */
+MEMQ_EXPORT int memq_tracker_config(const memq_tracker *t, memq_config *out);
+
 /* Bytes currently counted: everything claimed plus the participations'
  * caches (the over-count is at most cache_max per participation).  Exact
  * when no other thread claims or releases meanwhile; while they do, the

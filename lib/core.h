@@ -26,4 +26,16 @@
 void memq__slack_add(memq_tracker *t, size_t n);
 void memq__slack_sub(memq_tracker *t, size_t n);
 
+/* Keep the tracker's memory until memq__tracker_drop() (its service ends
+ * at memq_tracker_free() all the same: claims fail, slack is ignored). */
+void memq__tracker_hold(memq_tracker *t);
+void memq__tracker_drop(memq_tracker *t);
+
+/* The configuration in force (memq_tracker_config() for the rooms). */
+void memq__tracker_config(const memq_tracker *t, memq_config *out);
+
+/* Count one misuse in the tracker's misuse_events; the first one of the
+ * tracker's life is logged through its log callback, with no lock held. */
+void memq__misuse(memq_tracker *t, const char *what);
+
 #endif /* MEMQ_CORE_H */

@@ -302,6 +302,19 @@ int memq_tracker_reconfigure(memq_tracker *t, const memq_config *cfg)
         snprintf(why, sizeof why, "clock: cannot change after creation");
         rc = MEMQ_EINVAL;
     }
+    /* What was set up at creation: the watcher and the tracker's pool. */
+    if (rc == 0 && (resolved.pressure_watch != t->cfg.pressure_watch ||
+                    resolved.pressure_stall_us != t->cfg.pressure_stall_us ||
+                    resolved.pressure_window_us != t->cfg.pressure_window_us)) {
+        snprintf(why, sizeof why, "pressure_watch: the watcher and its trigger cannot change "
+                                  "after creation");
+        rc = MEMQ_EINVAL;
+    }
+    if (rc == 0 && (resolved.pool_reserve != t->cfg.pool_reserve ||
+                    resolved.pool_debug != t->cfg.pool_debug)) {
+        snprintf(why, sizeof why, "pool_reserve, pool_debug: cannot change after creation");
+        rc = MEMQ_EINVAL;
+    }
     if (rc != 0) {
         if (cfg->log != NULL)
             cfg->log(cfg->log_ctx, MEMQ_LOG_ERROR, why);
@@ -326,6 +339,43 @@ int memq_tracker_reconfigure(memq_tracker *t, const memq_config *cfg)
 /* ======================================================================
  * Queries
  * ====================================================================== */
+
+int memq_tracker_config(const memq_tracker *t, memq_config *out)
+{
+    if (t == NULL || out == NULL || t->magic != MEMQ_MAGIC_TRACKER)
+        return MEMQ_EINVAL;
+    memq_tracker *mt = (memq_tracker *)t;
+    memq__lock(mt);
+    *out = t->cfg;
+    memq__unlock(mt);
+    return 0;
+}
+
+void memq__tracker_config(const memq_tracker *t, memq_config *out)
+{
+    memq_tracker_config(t, out);
+}
+
+void memq__tracker_hold(memq_tracker *t)
+{
+    memq__lock(t);
+    t->refs++;
+    memq__unlock(t);
+}
+
+void memq__tracker_drop(memq_tracker *t)
+{
+    memq__lock(t);
+    t->refs--;
+    memq__unlock(t); /* the last reference destroys it */
+}
+
+void memq__misuse(memq_tracker *t, const char *what)
+{
+    memq__lock(t);
+    memq__misuse_locked(t, what);
+    memq__unlock_log(t);
+}
 
 size_t memq_tracker_used(const memq_tracker *t)
 {
