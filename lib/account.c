@@ -40,7 +40,7 @@ static bool list_push(memq_account_list **lp, memq_account *a)
 
 static void list_remove(memq_account_list *l, const memq_account *a)
 {
-    for (uint32_t i = 0; i < memq__list_n(l); i++)
+    for (uint32_t i = 0; i < memq__list_n(l); i++, a->tracker->link_steps++)
         if (l->items[i] == a) {
             l->items[i] = l->items[--l->n];
             return;

@@ -229,6 +229,9 @@ struct memq_tracker {
     size_t ages_n, ages_cap;
     uint64_t next_id;
     uint64_t visit;
+    /* List entries visited to link and unlink accounts: what a test
+     * counts to prove that closing stays linear. */
+    uint64_t link_steps;
     size_t nparticipants;
 
     /* Wakeup and notification. */
