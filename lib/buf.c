@@ -18,8 +18,9 @@
  * on_collapse is called once.
  *
  * Stamps are read from the tracker's clock under the mutex, only after a
- * claim of 0 bytes proved the account open, and an empty buffer publishes
- * its new head stamp before claiming (see queue.c for why).
+ * claim of 0 bytes proved the account open, an empty buffer publishes its
+ * new head stamp before claiming, and the claim carries the stamp (see
+ * queue.c for why).
  *
  * Locking.  The buffer is used by one thread at a time, and reclamation
  * runs on another, so a mutex guards the chunk list and serialises the
@@ -301,7 +302,7 @@ MEMQ_EXPORT int memq_buf_add(memq_buf *b, const void *data, size_t n)
          * the oldest possible victim). */
         if (!b->head)
             atomic_store_explicit(&b->head_stamp, fresh->stamp, memory_order_release);
-        rc = memq_claim(b->participation, fresh_total);
+        rc = memq_claim_at(b->participation, fresh_total, now); /* the chunks' stamp */
         if (rc == MEMQ_ECLOSED || rc == MEMQ_ESHUTDOWN) {
             chunks_free(fresh);
             goto collapse;

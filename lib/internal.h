@@ -69,6 +69,16 @@ struct memq_participation {
     /* What memq_reclaim_done() said during the reclaim callback, or
      * MEMQ_RECLAIM_PENDING for nothing yet. */
     signed char early_answer;
+    /* A target of the round in progress (or of a PENDING answer): its
+     * cache_limit stays 0, so what it frees goes back to the tracker even
+     * if it refills meanwhile.  Written under the lock and the account's
+     * spin lock; read under either. */
+    bool asked;
+    /* Reclamation's own marks, under the lock (read_empty: by the
+     * reclaimer during a batch): read as holding no claims in the last
+     * batch; told that its account was closed by reclamation. */
+    bool read_empty;
+    unsigned char noticed;
     uint32_t magic;
 
     /* claimed + cache, as counted in the tracker: written under the
@@ -87,11 +97,18 @@ struct memq_participation {
  * Accounts
  * ====================================================================== */
 
-/* A growable array of accounts, allocated only when non-empty (most
- * accounts have no children and at most one parent). */
+/* One end of a parent-child edge: the account at the other end, and the
+ * index of this edge in that account's list, so that unlinking is O(1). */
+typedef struct memq_link {
+    memq_account *a;
+    uint32_t back;
+} memq_link;
+
+/* A growable array of edges, allocated only when non-empty (most accounts
+ * have no children and at most one parent). */
 typedef struct memq_account_list {
     uint32_t n, cap;
-    memq_account *items[];
+    memq_link items[];
 } memq_account_list;
 
 static inline uint32_t memq__list_n(const memq_account_list *l)
@@ -114,10 +131,14 @@ struct memq_account {
     memq_account_extra *extra;        /* NULL until needed */
     memq_participation *participants; /* doubly linked, NULL-terminated */
     _Atomic size_t charged;   /* sum of the participants' charged (spin) */
+    /* Its key in the age index, for memq_claim_at() without the lock;
+     * MEMQ_TIME_MAX when out of the index or set aside (ages.c). */
+    _Atomic memq_time key_hint;
     memq_time oldest_seen;    /* as last reported to reclamation, or MEMQ_TIME_MAX */
     uint64_t visit;           /* traversal mark (t->visit) */
     uint32_t pins;            /* participation structs that point here */
     uint32_t slot;            /* 1 + its index in t->ages; 0: not there */
+    uint32_t aside;           /* 1 + its index in t->ep.aside; 0: not there */
     bool closed;
     /* Guards charged, with the participations' charged and gates, for the
      * refills and returns that go through a stock without the tracker's
@@ -126,6 +147,10 @@ struct memq_account {
     /* Found holding only cache: set aside, its gates on offer, until one of
      * its participants claims or the episode ends. */
     bool dropped;
+    /* Closed by reclamation, its participants not all told yet: in the
+     * tracker's notice list (pinned while there). */
+    bool notice_queued;
+    memq_account *notice_next;
     UT_hash_handle hh; /* t->accounts, by id, while open */
 };
 
@@ -140,12 +165,18 @@ typedef struct memq_age {
     memq_account *a;
 } memq_age;
 
-/* An account by id with an age: a round's victim, or an account set aside
- * for the rest of an episode with the key it had. */
+/* An account by id with an age: a round's victim. */
 typedef struct memq_candidate {
     memq_time oldest;
     uint64_t id;
 } memq_candidate;
+
+/* An account set aside for the rest of an episode, with the key it gets
+ * back (ages.c). */
+typedef struct memq_aside {
+    memq_account *a;
+    memq_time key;
+} memq_aside;
 
 typedef struct memq_snapshot {
     memq_participation **items; /* each holds a reference */
@@ -155,6 +186,7 @@ typedef struct memq_snapshot {
 typedef struct memq_pending {
     memq_participation *p; /* holds a reference */
     memq_time deadline;    /* configured clock */
+    size_t claimed;        /* what it claimed when asked: gives what it freed */
 } memq_pending;
 
 typedef struct memq_episode {
@@ -163,8 +195,9 @@ typedef struct memq_episode {
     bool waiting;    /* the last call returned waiting for PENDING answers */
     uint64_t start_ns; /* real clock */
     /* Accounts keyed MEMQ_TIME_MAX in t->ages until the episode ends: the
-     * round's victim, and those that gave nothing back. */
-    memq_candidate *aside;
+     * round's victim, those that gave nothing back, those found holding
+     * only cache; each once (memq_account.aside). */
+    memq_aside *aside;
     size_t aside_n, aside_cap;
     memq_snapshot scratch; /* one account's participants, while re-checked */
     /* The round in progress: the victim's and descendants' participations. */
@@ -172,7 +205,6 @@ typedef struct memq_episode {
     bool round_progress; /* something was freed, collapsed or deferred */
     memq_candidate victim;
     memq_reclaim_request request;
-    size_t round_claimed_before;
     memq_snapshot targets;
     memq_pending *pending;
     size_t pending_n, pending_cap;
@@ -197,6 +229,9 @@ struct memq_tracker {
     pthread_mutex_t lock;
     pthread_cond_t cond; /* callback finished; thread wakeups */
     memq_config cfg;
+    /* The clock, fixed at creation: read without the lock (cfg is not). */
+    memq_time (*clock)(void *ctx);
+    void *clock_ctx;
     bool unlimited;
     bool shutdown;
     unsigned refs;
@@ -253,6 +288,9 @@ struct memq_tracker {
     unsigned callback_waiters;
 
     memq_episode ep;
+    /* Accounts closed by reclamation whose participants have not all heard
+     * of it yet (reclaim.c), first to last.  Outlive an episode. */
+    memq_account *notice_head, *notice_tail;
 
     /* Thread mode. */
     bool thread_started;
@@ -266,6 +304,12 @@ struct memq_tracker {
     bool misuse_logged;
     const char *misuse_note; /* a first misuse seen under the lock, to log */
 };
+
+/* ---- library.c ---- */
+/* Room for one more in a growable array of n items of `size` bytes:
+ * returns the array, reallocated (doubling, from `first`) if it was full,
+ * or NULL, the array left as it was, if that failed. */
+void *memq__room_for_one(void *items, size_t n, size_t *cap, size_t size, size_t first);
 
 /* ---- tracker.c ---- */
 /* Free the tracker, whose lock is held and whose last reference is gone. */
@@ -287,7 +331,19 @@ static inline void memq__unlock(memq_tracker *t)
         pthread_mutex_unlock(&t->lock);
 }
 
-size_t memq__used(const memq_tracker *t); /* participation.c */
+/* ---- total.c ---- */
+/* The total: used plus the slices (exact when nothing is in flight). */
+size_t memq__used(const memq_tracker *t);
+/* Under the lock, after what decides it changed (a crossing, an episode,
+ * shutdown, reconfiguration): allow refills and returns without the lock,
+ * or not; folds the slices when their batch shrinks. */
+void memq__lockfree_update(memq_tracker *t);
+/* Add delta (modulo 2^64) to the calling thread's slice; fold it into used
+ * if it drifted beyond +-batch.  Returns what it folded, or 0. */
+size_t memq__slice_add(memq_tracker *t, size_t delta);
+/* Whether a refill of `charge` without the lock cannot cross max, however
+ * full the slices are. */
+bool memq__far_below_max(const memq_tracker *t, size_t charge);
 
 /* Raise the peak to a total seen. */
 static inline void memq__peak(memq_tracker *t, size_t used)
@@ -381,28 +437,43 @@ void memq__participation_unref(memq_participation *p);
 bool memq__participation_valid(const memq_participation *p);
 /* Forget p's charge (account closing or shutdown).  Under the lock. */
 void memq__participation_close(memq_participation *p);
-/* Under the lock, after what decides it changed (a crossing, an episode,
- * shutdown, reconfiguration): allow refills and returns without the lock,
- * or not. */
-void memq__lockfree_update(memq_tracker *t);
-/* memq__used(t): the tracker's total, used plus the slices (above). */
+/* Mark p as a target of reclamation (its cache_limit 0), or no longer.
+ * Under the lock. */
+void memq__participation_ask(memq_participation *p, bool asked);
 
 /* ---- stats.c ---- */
 /* The sum of the open participations' claims, saturating; under the lock. */
 size_t memq__claims_sum(const memq_tracker *t);
 
-/* ---- reclaim.c ---- */
-/* The age index, under the lock.  Make room for one more entry (false:
- * out of memory); take a out (if there, when it holds nothing). */
+/* ---- ages.c: the age index, under the lock ---- */
+/* Make room for one more entry (false: out of memory). */
 bool memq__ages_reserve(memq_tracker *t);
+/* Take a out (it holds nothing any more), and out of the aside list. */
 void memq__ages_leave(memq_tracker *t, memq_account *a);
 /* a holds data from `when` on: enter it (room was reserved) or lower its
- * key to `when`; a dropped account is a candidate again. */
+ * key (or the key it gets back) to `when`; an account set aside for
+ * holding only cache is a candidate again.  Ignores a closed account. */
 void memq__ages_claimed(memq_tracker *t, memq_account *a, memq_time when);
+void memq__ages_rekey(memq_tracker *t, memq_account *a, memq_time key);
+memq_time memq__ages_key(const memq_tracker *t, const memq_account *a);
+/* The account on top, NULL if none is in the running. */
+memq_account *memq__ages_top(const memq_tracker *t);
+/* Set a aside for the episode (room reserved with memq__aside_reserve(),
+ * else a stays in the running) remembering `key`; give it back. */
+bool memq__aside_reserve(memq_tracker *t);
+void memq__set_aside(memq_tracker *t, memq_account *a, memq_time key);
+void memq__restore(memq_tracker *t, memq_account *a);
+void memq__restore_all(memq_tracker *t);
+
+/* ---- reclaim.c ---- */
 /* Abandon p's pending answer (freed or closed).  Under the lock. */
 void memq__episode_forget(memq_tracker *t, memq_participation *p);
-/* Free the episode's memory (tracker shutdown).  Under the lock. */
+/* End the episode's state: targets, pending answers, accounts set aside.
+ * Under the lock. */
 void memq__episode_clear(memq_tracker *t);
+/* Forget the accounts whose participants were still to be told of their
+ * collapse (tracker shutdown: no callback runs after it).  Under the lock. */
+void memq__notices_clear(memq_tracker *t);
 /* Thread mode: the reclaim thread's body. */
 void *memq__reclaim_thread(void *arg);
 /* Earliest pending deadline or MEMQ_TIME_MAX.  Under the lock. */

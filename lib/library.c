@@ -3,6 +3,7 @@
  */
 #include "internal.h"
 
+#include <stdlib.h>
 #include <time.h>
 
 #define STR2(x) #x
@@ -54,4 +55,15 @@ memq_time memq_now(void)
 uint64_t memq__real_ns(void)
 {
     return read_clock(CLOCK_MONOTONIC);
+}
+
+void *memq__room_for_one(void *items, size_t n, size_t *cap, size_t size, size_t first)
+{
+    if (n < *cap)
+        return items;
+    size_t c = *cap ? *cap * 2 : first;
+    void *bigger = realloc(items, c * size);
+    if (bigger != NULL)
+        *cap = c;
+    return bigger;
 }

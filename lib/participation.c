@@ -107,7 +107,7 @@ int memq_participant_register(memq_account *a, const memq_participant_ops *ops, 
 /* Kept out of line so that the fast paths stay leaf functions that save
  * no registers. */
 #define SLOW __attribute__((noinline, cold))
-static SLOW int claim_slow(memq_participation *p, size_t n);
+static SLOW int claim_slow(memq_participation *p, size_t n, memq_time when, bool at);
 static SLOW void release_slow(memq_participation *p, size_t n);
 
 int memq_claim(memq_participation *p, size_t n)
@@ -120,7 +120,24 @@ int memq_claim(memq_participation *p, size_t n)
             return 0;
         }
     }
-    return claim_slow(p, n);
+    return claim_slow(p, n, 0, false);
+}
+
+/* The same path, and also without the lock when the data is no older than
+ * the account's key in the age index (a->key_hint): then the key already
+ * bounds it.  Otherwise the slow path files `when` in the index. */
+int memq_claim_at(memq_participation *p, size_t n, memq_time when)
+{
+    if (p != NULL) {
+        size_t cache = p->cache;
+        if (n <= cache && atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OPEN &&
+            when >= atomic_load_explicit(&p->account->key_hint, memory_order_relaxed)) {
+            p->cache = cache - n;
+            publish_claimed(p, load(&p->claimed) + n);
+            return 0;
+        }
+    }
+    return claim_slow(p, n, when, true);
 }
 
 void memq_release(memq_participation *p, size_t n)
@@ -138,17 +155,6 @@ void memq_release(memq_participation *p, size_t n)
     release_slow(p, n);
 }
 
-int memq_claim_at(memq_participation *p, size_t n, memq_time when)
-{
-    int rc = memq_claim(p, n);
-    if (rc != 0 || n == 0)
-        return rc;
-    memq_tracker *t = p->account->tracker;
-    memq__lock(t);
-    memq__ages_claimed(t, p->account, when);
-    memq__unlock(t);
-    return 0;
-}
 
 /* ======================================================================
  * Refills and returns without the lock
@@ -159,75 +165,11 @@ int memq_claim_at(memq_participation *p, size_t n, memq_time when)
  * 0 takes neither: the account's and the participation's charges change
  * under the account's spin lock (which closing takes too, so a refill
  * that meets a closed gate gives up), and the total changes in the calling
- * thread's slice.  The total is used plus the slices, exact whenever it
- * is read; a slice folds into used only when it drifts beyond +-batch,
- * and only then is the new total compared with max.  A crossing may
- * therefore be seen late, by at most batch per slice in use (batch is a
- * 256th of the hysteresis band, at most 256 KiB; MEMQ_SLICES slices);
- * nothing else changes: the total and the over-count bound are exact.
- * Once reclamation is wanted the lock is taken again, for every refill
- * and return.
+ * thread's slice (total.c, which says how far from max that is allowed
+ * and what it costs in precision: nothing in the total, a crossing seen
+ * late by at most a slice's batch).  Once reclamation is wanted the lock
+ * is taken again, for every refill and return.
  * ====================================================================== */
-
-static _Atomic unsigned next_slice;
-/* initial-exec: a plain %fs-relative load, not a __tls_get_addr call. */
-static _Thread_local unsigned my_slice __attribute__((tls_model("initial-exec"))); /* 1 + index */
-
-/* Whether x, a sum modulo 2^64, stands for a negative number. */
-static bool negative(size_t x)
-{
-    return x > SIZE_MAX / 2;
-}
-
-/*
- * Exact when nothing changes meanwhile.  Otherwise the parts are read at
- * slightly different times: a charge added to a slice and then forgotten
- * by a close on used, or a fold, can be seen half done, by the size of one
- * refill or fold at most.  A sum that comes out below 0 that way is 0.
- */
-size_t memq__used(const memq_tracker *t)
-{
-    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
-    if (!atomic_load_explicit(&t->lockfree.counted, memory_order_relaxed))
-        return used; /* never on: the slices are all 0 */
-    for (size_t i = 0; i < MEMQ_SLICES; i++)
-        used += atomic_load_explicit(&t->lockfree.slices[i].bytes, memory_order_relaxed);
-    return negative(used) ? 0 : used;
-}
-
-void memq__lockfree_update(memq_tracker *t)
-{
-    size_t band = t->cfg.max - t->cfg.low_water, batch = band / 256;
-    if (batch > 256 * 1024)
-        batch = 256 * 1024;
-    if (t->unlimited || t->lockfree.slices == NULL || batch < t->cfg.cache_max ||
-        t->cfg.cache_max == 0)
-        batch = 0;
-    /* Once on, readers sum the slices from then on (they may hold bytes
-     * after batch goes back to 0). */
-    if (batch > 0)
-        atomic_store(&t->lockfree.counted, true);
-    atomic_store(&t->lockfree.max, t->cfg.max);
-    atomic_store(&t->lockfree.cache_max, t->cfg.cache_max);
-    atomic_store(&t->lockfree.batch, batch);
-    atomic_store(&t->lockfree.off, batch == 0 || t->shutdown || t->wanted || t->ep.active);
-}
-
-/* Add delta (modulo 2^64) to this thread's slice; fold it into used if it
- * drifted beyond +-batch.  Returns what it folded (modulo 2^64), or 0. */
-static size_t slice_add(memq_tracker *t, size_t delta)
-{
-    if (my_slice == 0)
-        my_slice = 1 + atomic_fetch_add_explicit(&next_slice, 1, memory_order_relaxed) % MEMQ_SLICES;
-    memq_slice *s = &t->lockfree.slices[my_slice - 1];
-    size_t v = atomic_fetch_add_explicit(&s->bytes, delta, memory_order_relaxed) + delta;
-    size_t batch = atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed);
-    if (v <= batch || v >= (size_t)0 - batch)
-        return 0;
-    atomic_fetch_add_explicit(&t->used, v, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&s->bytes, v, memory_order_relaxed);
-    return v;
-}
 
 static bool gate_open(const memq_participation *p)
 {
@@ -247,34 +189,32 @@ static bool claim_lockfree(memq_participation *p, size_t n)
         return false;
     size_t charge = n - cache + (cache_max - cache_max / 4);
     /* Only far enough below max that this cannot cross it, whatever the
-     * slices hold (at most batch each, until they fold): the claim that
-     * crosses takes the lock, and sees it at once. */
-    size_t max = atomic_load_explicit(&t->lockfree.max, memory_order_relaxed);
-    size_t reach = MEMQ_SLICES * atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed) + charge;
-    /* (used alone goes below 0 when closes forget charges still in slices.) */
-    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
-    if (max < reach || (!negative(used) && used > max - reach))
+     * slices hold: the claim that crosses takes the lock, and sees it. */
+    if (!memq__far_below_max(t, charge))
         return false;
     /* The total first: a close in between must not take it below what
      * is charged. */
-    size_t folded = slice_add(t, charge);
+    size_t folded = memq__slice_add(t, charge);
     memq__spin_lock(a);
     /* Open, and holding memory: no age index to see to. */
     bool ok = gate_open(p) && load(&a->charged) > 0;
     if (ok) {
         store(&a->charged, load(&a->charged) + charge);
         store(&p->charged, load(&p->charged) + charge);
+        /* Not for a target of reclamation: what it frees goes back. */
+        if (!p->asked)
+            store(&p->cache_limit, cache_max);
     }
     memq__spin_unlock(a);
     if (!ok) {
-        slice_add(t, (size_t)0 - charge);
+        memq__slice_add(t, (size_t)0 - charge);
         return false;
     }
     p->cache = cache + charge - n;
-    store(&p->cache_limit, cache_max);
     publish_claimed(p, claimed + n);
-    if (folded > 0 && !negative(folded)) {
+    if (folded > 0 && folded <= SIZE_MAX / 2) {
         size_t total = memq__used(t);
+        size_t max = atomic_load_explicit(&t->lockfree.max, memory_order_relaxed);
         memq__peak(t, total);
         if (total > max) {
             memq__lock(t);
@@ -314,75 +254,82 @@ static bool release_lockfree(memq_participation *p, size_t n)
         return false;
     store(&p->claimed, claimed - n);
     p->cache = keep;
-    slice_add(t, (size_t)0 - give);
+    memq__slice_add(t, (size_t)0 - give);
     return true;
 }
 
 /*
- * The cache could not serve the claim: charge the tracker for what is
- * missing plus a refill of three quarters of cache_max, so that the next
- * claims are served locally.  This is also where a claim notices that the
- * account is closed or the tracker shut down, and where crossing max is
- * detected.
+ * The cache could not serve the claim (or memq_claim_at() must file an age
+ * older than its account's key): charge the tracker for what is missing
+ * plus a refill of three quarters of cache_max, so that the next claims are
+ * served locally.  This is also where a claim notices that the account is
+ * closed or the tracker shut down, and where crossing max is detected.
+ * Every check comes before the first change: a claim that fails changes
+ * nothing.
  */
-static SLOW int claim_slow(memq_participation *p, size_t n)
+static SLOW int claim_slow(memq_participation *p, size_t n, memq_time when, bool at)
 {
     if (!memq__participation_valid(p))
         return MEMQ_EINVAL;
-    if (claim_lockfree(p, n))
-        return 0;
     memq_account *a = p->account;
     memq_tracker *t = a->tracker;
-    int rc = 0;
-    bool wake = false;
-    /* The time this claim may give its account in the age index (read
-     * before locking: the clock is a callback).  Only a participation
-     * holding nothing or behind an offer gate can need it: any other keeps
-     * its account charged, so in the index and not dropped. */
-    memq_time now = 0;
-    if ((load(&p->claimed) == 0 && p->cache == 0) ||
-        atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OFFER)
+    if ((!at || when >= atomic_load_explicit(&a->key_hint, memory_order_relaxed)) &&
+        claim_lockfree(p, n))
+        return 0;
+    /* The time this claim may give its account in the age index: the
+     * data's own (memq_claim_at), else now, read before locking (the clock
+     * is a callback).  Only a participation holding nothing or behind an
+     * offer gate can need the clock: any other keeps its account charged,
+     * so in the index and not set aside for holding only cache.  (0, the
+     * oldest possible, if the clock was not read and the account was set
+     * aside meanwhile.) */
+    memq_time now = when;
+    if (!at && ((load(&p->claimed) == 0 && p->cache == 0) ||
+                atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OFFER))
         now = memq__clock(t);
 
     memq__lock(t);
     size_t claimed = load(&p->claimed);
+    int rc = 0;
     if (p->freed) {
         memq__misuse_locked(t, "misuse: memq_claim on a freed participation");
         rc = MEMQ_EINVAL;
-    }
-    else if (t->shutdown)
+    } else if (t->shutdown)
         rc = MEMQ_ESHUTDOWN;
     else if (memq__closed(p))
         rc = MEMQ_ECLOSED;
     else if (n > SIZE_MAX - claimed - p->cache)
         rc = MEMQ_EOVERFLOW; /* also: an unlimited participation's infinite cache ran out */
-    /* Data claimed now is no older than now: a lower bound for the index,
-     * which the account enters, or returns to if it was dropped.  (0, the
-     * oldest possible, if the clock was not read.) */
-    bool enter = rc == 0 && n > 0 && !t->unlimited && (a->slot == 0 || a->dropped);
-    /* (a->slot == 0 means a->charged == 0 here: refills and returns
-     * without the lock never take an account's charge to or from 0.) */
-    if (enter && a->slot == 0 && !memq__ages_reserve(t))
-        rc = MEMQ_ENOMEM;
-    if (rc == 0 && n > 0)
-        atomic_store_explicit(&p->gate, MEMQ_GATE_OPEN, memory_order_relaxed);
+    size_t charge = 0;
     if (rc == 0 && n > p->cache) {
-        size_t need = n - p->cache;
+        size_t need = n - p->cache, used = memq__used(t);
         size_t refill = t->cfg.cache_max - t->cfg.cache_max / 4;
-        size_t used = memq__used(t);
         if (need > SIZE_MAX - used)
             rc = MEMQ_EOVERFLOW;
-        else {
-            if (refill > SIZE_MAX - used - need)
-                refill = 0;
-            size_t charge = need + refill;
+        else
+            charge = need + (refill > SIZE_MAX - used - need ? 0 : refill);
+    }
+    /* The account enters the index, or returns to it if it was set aside
+     * for holding only cache: data claimed now is no older than `now`.
+     * (a->slot == 0 means a->charged == 0 here: refills and returns
+     * without the lock never take an account's charge to or from 0.) */
+    bool index = rc == 0 && n > 0 && !t->unlimited && (at || a->slot == 0 || a->dropped);
+    if (index && a->slot == 0 && !memq__ages_reserve(t))
+        rc = MEMQ_ENOMEM;
+
+    bool wake = false;
+    if (rc == 0) {
+        if (n > 0)
+            atomic_store_explicit(&p->gate, MEMQ_GATE_OPEN, memory_order_relaxed);
+        if (charge > 0) {
+            size_t used = memq__used(t);
             memq__used_add(t, charge);
             memq__spin_lock(a);
             store(&a->charged, load(&a->charged) + charge);
             store(&p->charged, load(&p->charged) + charge);
+            store(&p->cache_limit, p->asked ? 0 : t->cfg.cache_max);
             memq__spin_unlock(a);
             p->cache += charge;
-            store(&p->cache_limit, t->cfg.cache_max);
             wake = used + charge > t->cfg.max && memq__check_crossing(t, charge);
             if (t->ep.waiting) {
                 /* The episode sleeps on PENDING answers because they would
@@ -391,11 +338,9 @@ static SLOW int claim_slow(memq_participation *p, size_t n)
                 memq__notify(t, 1);
             }
         }
-    }
-    if (rc == 0) {
         p->cache -= n;
         publish_claimed(p, claimed + n);
-        if (enter)
+        if (index)
             memq__ages_claimed(t, a, now);
     }
     void (*wakeup)(void *) = t->cfg.wakeup;
@@ -474,6 +419,15 @@ void memq__participation_close(memq_participation *p)
     store(&p->cache_limit, 0);
     if (p->pending)
         memq__episode_forget(a->tracker, p);
+}
+
+void memq__participation_ask(memq_participation *p, bool asked)
+{
+    memq_account *a = p->account;
+    memq__spin_lock(a);
+    p->asked = asked;
+    store(&p->cache_limit, asked || memq__closed(p) ? 0 : a->tracker->cfg.cache_max);
+    memq__spin_unlock(a);
 }
 
 void memq__participation_unref(memq_participation *p)

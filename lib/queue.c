@@ -28,7 +28,10 @@
  * claim of 0 bytes proved the account open (after shutdown the clock's
  * context may be gone), and an empty queue publishes the new head's stamp
  * before claiming, so the tracker never sees memory claimed without an age
- * (it would take the queue for the oldest possible victim).
+ * (it would take the queue for the oldest possible victim).  The claim
+ * carries the stamp (memq_claim_at(), without the lock while the stamp is
+ * no older than the account's key), so the account's key in the age index
+ * is never later than the data.
  *
  * Collapse.  The first path that finds the queue dead (a COLLAPSE reclaim,
  * or a claim answering MEMQ_ECLOSED / MEMQ_ESHUTDOWN because the account was
@@ -283,7 +286,9 @@ MEMQ_EXPORT int memq_queue_push(memq_queue *q, void *item, size_t cost)
      * oldest possible victim). */
     if (q->head == NULL)
         atomic_store_explicit(&q->head_stamp, node->stamp, memory_order_release);
-    rc = memq_claim(q->participation, node->cost);
+    /* With the stamp: the age index files the data's own time, not the
+     * moment the claim reads the clock again (a little later). */
+    rc = memq_claim_at(q->participation, node->cost, node->stamp);
     if (rc == MEMQ_ECLOSED || rc == MEMQ_ESHUTDOWN)
         goto collapse;
     if (rc != 0) {

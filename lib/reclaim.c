@@ -1,29 +1,35 @@
 /*
  * reclaim.c - episodes of reclamation: choosing victims oldest-data-first,
- * asking them for memory, collecting their answers, within a time budget.
+ * asking them for memory, telling the participants of collapsed accounts,
+ * collecting answers, within a time budget.
  *
- * Victim selection uses the age index: a min-heap of every account holding
- * memory, kept as accounts start and stop holding it, keyed by a lower
- * bound of the time of their own participants' oldest data.  An account
- * enters with the time of the claim that made it start holding memory
- * (data claimed is no older than its claim, or memq_claim_at() says so),
- * and is re-keyed with the age it reports whenever it is asked.  To choose
- * a victim, the top is asked (one batch of callbacks, the lock dropped)
- * and re-keyed: if it stays on top, every other account's data is at
- * least as new, since their keys are lower bounds.  Otherwise the new top
- * is asked.  So nothing is built per episode, no step walks every account,
- * and the heap is never trusted without a fresh answer.  A participant
- * that claims memory and reports no data is taken as holding the oldest
- * data once asked, which is no later than the turn of the time it started
- * holding memory: it cannot hide behind newer data.  Accounts set aside
- * for the rest of an episode (the round's victim, those that gave nothing
- * back) are keyed MEMQ_TIME_MAX until their key is given back.
+ * Victims come from the age index (ages.c): the account on top is asked
+ * for its participants' oldest data (one batch of callbacks, the lock
+ * dropped) and re-keyed; if it stays on top, every other account's data is
+ * at least as new, since their keys are lower bounds.  Otherwise the new
+ * top is asked.  So nothing is built per episode, no step walks every
+ * account, and the index is never trusted without a fresh answer.  A
+ * participant that claims memory and reports no data is taken as holding
+ * the oldest data once asked: it cannot hide behind newer data.
  *
  * A round sends the request to every participant of the victim and its
- * descendants, one callback at a time with the lock dropped.  A victim that
- * frees nothing, collapses nothing and defers nothing is refused for the
- * rest of the episode, so that an episode always ends: at low water, or
- * with nothing reclaimable left, which is logged and counted, never fatal.
+ * descendants, one callback at a time with the lock dropped.  What each
+ * participant gave back is measured over its own callback (its claims
+ * before and after), so that a sibling claiming on another thread meanwhile
+ * cannot make a victim that freed old data look as if it gave nothing.  A
+ * victim that frees nothing, collapses nothing and defers nothing is
+ * refused for the rest of the episode, so that an episode always ends: at
+ * its target, or with nothing reclaimable left, which is logged and
+ * counted, never fatal.
+ *
+ * When reclamation closes an account (a COLLAPSING answer, a timeout),
+ * every other participant of that account is told, with a request whose
+ * `closed` is true, before anything else happens in the same drive: the
+ * tracker stops counting their memory at once, so they must free it, and
+ * a stalled reader's queue would never find out by itself.  The accounts
+ * to tell wait in a list threaded through them (no allocation can fail);
+ * each participant hears once (p->noticed).  bytes_reclaimed counts only
+ * what participants released, in their callbacks or by a late answer.
  */
 #include "internal.h"
 
@@ -65,158 +71,13 @@ static memq_account *lookup(memq_tracker *t, uint64_t id)
     return a;
 }
 
-/* Room for one more in a growable array of n items of `size` bytes:
- * returns the array, reallocated (doubling, from `first`) if it was full,
- * or NULL, the array left as it was, if that failed. */
-static void *room_for_one(void *items, size_t n, size_t *cap, size_t size, size_t first)
-{
-    if (n < *cap)
-        return items;
-    size_t c = *cap ? *cap * 2 : first;
-    void *bigger = realloc(items, c * size);
-    if (bigger != NULL)
-        *cap = c;
-    return bigger;
-}
-
-/* ======================================================================
- * The age index: a binary min-heap on (key, id) of the accounts holding
- * memory, kept up to date as they start and stop holding it
- * ====================================================================== */
-
-static bool before(const memq_age *x, const memq_age *y)
-{
-    return x->key < y->key || (x->key == y->key && x->a->id < y->a->id);
-}
-
-static void place(memq_tracker *t, size_t i, memq_age e)
-{
-    t->ages[i] = e;
-    e.a->slot = (uint32_t)(i + 1);
-}
-
-static void sift_up(memq_tracker *t, size_t i)
-{
-    memq_age e = t->ages[i];
-    while (i > 0 && before(&e, &t->ages[(i - 1) / 2])) {
-        place(t, i, t->ages[(i - 1) / 2]);
-        i = (i - 1) / 2;
-    }
-    place(t, i, e);
-}
-
-static void sift_down(memq_tracker *t, size_t i)
-{
-    memq_age e = t->ages[i];
-    for (;;) {
-        size_t l = 2 * i + 1, best = l;
-        if (l >= t->ages_n)
-            break;
-        if (l + 1 < t->ages_n && before(&t->ages[l + 1], &t->ages[l]))
-            best = l + 1;
-        if (!before(&t->ages[best], &e))
-            break;
-        place(t, i, t->ages[best]);
-        i = best;
-    }
-    place(t, i, e);
-}
-
-bool memq__ages_reserve(memq_tracker *t)
-{
-    memq_age *ages = room_for_one(t->ages, t->ages_n, &t->ages_cap, sizeof *ages, 64);
-    if (ages == NULL)
-        return false;
-    t->ages = ages;
-    return true;
-}
-
-void memq__ages_leave(memq_tracker *t, memq_account *a)
-{
-    if (a->slot == 0)
-        return;
-    size_t i = a->slot - 1;
-    a->slot = 0;
-    memq_age last = t->ages[--t->ages_n];
-    if (i == t->ages_n)
-        return;
-    t->ages[i] = last;
-    last.a->slot = (uint32_t)(i + 1);
-    sift_up(t, i);
-    sift_down(t, last.a->slot - 1);
-}
-
-/* A new key for an account in the index. */
-static void ages_rekey(memq_tracker *t, memq_account *a, memq_time key)
-{
-    size_t i = a->slot - 1;
-    memq_time old = t->ages[i].key;
-    t->ages[i].key = key;
-    if (key < old)
-        sift_up(t, i);
-    else
-        sift_down(t, i);
-}
-
-static bool aside_reserve(memq_tracker *t)
-{
-    memq_episode *ep = &t->ep;
-    memq_candidate *v = room_for_one(ep->aside, ep->aside_n, &ep->aside_cap, sizeof *v, 16);
-    if (v == NULL)
-        return false;
-    ep->aside = v;
-    return true;
-}
-
-/* Take a out of the running for the rest of the episode (key
- * MEMQ_TIME_MAX), remembering its key; aside_reserve() made room. */
-static void set_aside(memq_tracker *t, memq_account *a, memq_time key)
-{
-    memq_episode *ep = &t->ep;
-    if (a == NULL || a->slot == 0 || ep->aside_n == ep->aside_cap)
-        return;
-    ep->aside[ep->aside_n++] = (memq_candidate){key, a->id};
-    ages_rekey(t, a, MEMQ_TIME_MAX);
-}
-
-void memq__ages_claimed(memq_tracker *t, memq_account *a, memq_time when)
-{
-    if (t->refreshing == a && when < t->refresh_floor)
-        t->refresh_floor = when; /* for the key the batch is about to set */
-    if (a->slot == 0) {
-        if (t->ages_n == t->ages_cap)
-            return; /* the caller reserved room; MEMQ_ENOMEM was its answer */
-        t->ages[t->ages_n++] = (memq_age){when, a};
-        sift_up(t, t->ages_n - 1);
-    } else if (a->dropped || t->ages[a->slot - 1].key != MEMQ_TIME_MAX) {
-        /* In the running, or set aside only for holding nothing. */
-        if (when < t->ages[a->slot - 1].key)
-            ages_rekey(t, a, when);
-    } else {
-        /* Set aside for the episode: lower the key it gets back. */
-        for (size_t i = 0; i < t->ep.aside_n; i++)
-            if (t->ep.aside[i].id == a->id && when < t->ep.aside[i].oldest)
-                t->ep.aside[i].oldest = when;
-    }
-    a->dropped = false;
-}
-
-/* Give an account set aside its key back. */
-static void restore(memq_tracker *t, memq_candidate c)
-{
-    memq_account *a = lookup(t, c.id);
-    if (a != NULL && a->slot != 0 && t->ages[a->slot - 1].key == MEMQ_TIME_MAX) {
-        ages_rekey(t, a, c.oldest);
-        a->dropped = false; /* its gates stay on offer: harmless */
-    }
-}
 /* ======================================================================
  * Snapshots of participations and callbacks
  * ====================================================================== */
 
 static bool snapshot_add(memq_snapshot *s, memq_participation *p)
 {
-    memq_participation **items = room_for_one(s->items, s->n, &s->cap, sizeof *items, 16);
+    memq_participation **items = memq__room_for_one(s->items, s->n, &s->cap, sizeof *items, 16);
     if (items == NULL)
         return false;
     s->items = items;
@@ -256,15 +117,24 @@ static void callback_end(memq_tracker *t)
 
 /*
  * Ask a's own participants for their oldest data and give a its fresh key
- * in the index; true, with the age in *fresh, if a holds claimed memory.
- * A participant that claims memory but reports no data is taken as holding
- * the oldest possible data.  An account holding only cache leaves the
- * index until one of its participants, present or future, claims again
- * (the gates).  The whole account is asked in one batch with the lock
+ * in the index.  The whole account is asked in one batch with the lock
  * dropped (freeing one of its participations on another thread waits for
- * the batch).
+ * the batch).  A participant that claims memory but reports no data is
+ * taken as holding the oldest possible data.  An account holding only
+ * cache is set aside for the episode, its gates on offer, until one of its
+ * participants, present or future, claims again.
+ *
+ * The key must stay a lower bound across the batch, while the account's
+ * participants keep claiming: data claimed from the batch's start on is no
+ * older than that start, so the fresh age never exceeds it; and a
+ * participant read as holding nothing that holds claims after the batch
+ * claimed meanwhile, data perhaps stamped before it was read: the account
+ * keeps its old key (a lower bound still) and the answer is UNSETTLED, to
+ * be asked again.
  */
-static bool refresh(memq_tracker *t, memq_account *a, memq_time *fresh)
+typedef enum { AGE_HELD, AGE_NONE, AGE_UNSETTLED } age_answer;
+
+static age_answer refresh(memq_tracker *t, memq_account *a, memq_time *fresh)
 {
     memq_snapshot *s = &t->ep.scratch;
     for (memq_participation *p = a->participants; p != NULL; p = p->next)
@@ -273,16 +143,21 @@ static bool refresh(memq_tracker *t, memq_account *a, memq_time *fresh)
     a->pins++; /* a outlives the batch, whatever is freed meanwhile */
     t->refreshing = a;
     t->refresh_floor = MEMQ_TIME_MAX;
+    memq_time old_key = memq__ages_key(t, a);
     memq__unlock(t);
-    memq_time min = MEMQ_TIME_MAX - 1; /* MEMQ_TIME_MAX marks "set aside" */
+    memq_time start = memq__clock(t);
+    /* MEMQ_TIME_MAX marks "set aside": never an age. */
+    memq_time min = start < MEMQ_TIME_MAX ? start : MEMQ_TIME_MAX - 1;
     bool has_data = false;
     for (size_t i = 0; i < s->n; i++) {
         memq_participation *p = s->items[i];
+        p->read_empty = true;
         if (p->freed)
             continue; /* being freed, maybe by an earlier callback */
         /* Claims first: data that shows up between the two reads must not
          * look like a claim without data (taken as the oldest). */
         bool claims = atomic_load_explicit(&p->claimed, memory_order_acquire) > 0;
+        p->read_empty = !claims;
         memq_time when = 0;
         bool has = p->ops->oldest(p->self, &when);
         if (p->freed)
@@ -297,37 +172,46 @@ static bool refresh(memq_tracker *t, memq_account *a, memq_time *fresh)
         if (when < min)
             min = when;
     }
-    /* No data is newer than now: an age in the future would let its
-     * account skip its turn. */
-    memq_time now = memq__clock(t);
-    if (min > now)
-        min = now;
     callback_end(t); /* clears t->refreshing */
     if (t->refresh_floor < min)
         min = t->refresh_floor; /* data claimed older than its claim meanwhile */
-    bool indexed = a->slot != 0 && !t->shutdown;
-    if (indexed && has_data) {
-        a->oldest_seen = min;
-        ages_rekey(t, a, min);
-    } else if (indexed) {
-        /* Cache but no claims: whatever it claims later is no older than
-         * now.  Set aside, so that an episode ends when only such accounts
-         * remain; its next claim (gates on offer) or the episode's end
-         * puts it back in the running. */
-        ages_rekey(t, a, now);
-        if (aside_reserve(t)) {
-            set_aside(t, a, now);
-            a->dropped = true;
-            for (memq_participation *p = a->participants; p != NULL; p = p->next)
-                if (atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OPEN)
-                    atomic_store_explicit(&p->gate, MEMQ_GATE_OFFER, memory_order_relaxed);
+    bool unsettled = false;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->items[i]->read_empty && !s->items[i]->freed &&
+            atomic_load_explicit(&s->items[i]->claimed, memory_order_relaxed) > 0)
+            unsettled = true;
+    if (unsettled) {
+        has_data = true;
+        if (old_key < min)
+            min = old_key;
+    }
+    age_answer answer = AGE_NONE;
+    if (a->slot != 0 && !t->shutdown) {
+        if (has_data) {
+            a->oldest_seen = min;
+            memq__ages_rekey(t, a, min);
+            answer = unsettled ? AGE_UNSETTLED : AGE_HELD;
+        } else {
+            /* Cache but no claims: whatever it claims later is no older
+             * than the batch's start.  Set aside, so that an episode ends
+             * when only such accounts remain; its next claim (gates on
+             * offer) or the episode's end puts it back in the running.
+             * (Without memory for that, it at least moves down.) */
+            memq__ages_rekey(t, a, min);
+            if (memq__aside_reserve(t)) {
+                memq__set_aside(t, a, min);
+                a->dropped = true;
+                for (memq_participation *p = a->participants; p != NULL; p = p->next)
+                    if (atomic_load_explicit(&p->gate, memory_order_relaxed) == MEMQ_GATE_OPEN)
+                        atomic_store_explicit(&p->gate, MEMQ_GATE_OFFER, memory_order_relaxed);
+            }
         }
     }
     snapshot_clear(s);
     a->pins--;
     memq__account_maybe_free(a);
     *fresh = min;
-    return indexed && has_data;
+    return answer;
 }
 
 typedef enum { SELECT_FOUND, SELECT_NONE, SELECT_BUDGET } select_result;
@@ -351,27 +235,98 @@ static bool over_budget(const budget *b)
  * Find the account holding the oldest data.  The index's top has the
  * lowest lower bound; if its fresh age keeps it on top, no other account's
  * data can be older.  Otherwise another account is now on top: check it.
- * Accounts set aside (key MEMQ_TIME_MAX) are not candidates.  Stops when
- * the budget is spent, or after `checks` checks.
+ * An unsettled answer is asked again once, then taken as it is (its key
+ * no later than the account's data).  Stops when the budget is spent, or
+ * after `checks` checks.
  */
 static select_result select_oldest(memq_tracker *t, memq_candidate *out, budget *b,
                                    unsigned checks)
 {
-    while (t->ages_n > 0 && t->ages[0].key != MEMQ_TIME_MAX) {
+    memq_account *a, *unsettled = NULL;
+    while ((a = memq__ages_top(t)) != NULL) {
         if (over_budget(b) || checks-- == 0)
             return SELECT_BUDGET;
         b->worked = true;
-        memq_account *a = t->ages[0].a;
         memq_time fresh;
-        bool holds = refresh(t, a, &fresh);
+        age_answer r = refresh(t, a, &fresh);
         if (t->shutdown)
             return SELECT_NONE;
-        if (holds && t->ages[0].a == a) {
+        if (r == AGE_UNSETTLED && unsettled != a) {
+            unsettled = a;
+            continue;
+        }
+        if (r != AGE_NONE && memq__ages_top(t) == a) {
             *out = (memq_candidate){fresh, a->id};
             return SELECT_FOUND;
         }
     }
     return SELECT_NONE;
+}
+
+/* ======================================================================
+ * Telling the participants of a collapsed account
+ * ====================================================================== */
+
+/* a was closed by reclamation: queue it so that every participant but
+ * `answerer` (which answered COLLAPSING itself) hears of it. */
+static void queue_notices(memq_tracker *t, memq_account *a, memq_participation *answerer)
+{
+    if (answerer != NULL)
+        answerer->noticed = 1;
+    if (a->notice_queued)
+        return;
+    a->notice_queued = true;
+    a->pins++; /* until every participant has heard */
+    a->notice_next = NULL;
+    if (t->notice_tail != NULL)
+        t->notice_tail->notice_next = a;
+    else
+        t->notice_head = a;
+    t->notice_tail = a;
+    if (!t->reclaiming)
+        memq__notify(t, 1); /* from memq_reclaim_done(): the next call tells them */
+    pthread_cond_broadcast(&t->cond);
+}
+
+static void dequeue_notices(memq_tracker *t)
+{
+    memq_account *a = t->notice_head;
+    t->notice_head = a->notice_next;
+    if (t->notice_head == NULL)
+        t->notice_tail = NULL;
+    a->notice_queued = false;
+    a->pins--;
+    memq__account_maybe_free(a);
+}
+
+void memq__notices_clear(memq_tracker *t)
+{
+    while (t->notice_head != NULL)
+        dequeue_notices(t);
+}
+
+/* Tell the next participant; one callback, the lock dropped. */
+static void notice_step(memq_tracker *t)
+{
+    memq_account *a = t->notice_head;
+    memq_participation *p = a->participants; /* freed ones are unlinked */
+    while (p != NULL && p->noticed)
+        p = p->next;
+    if (p == NULL) {
+        dequeue_notices(t);
+        return;
+    }
+    p->noticed = 1;
+    p->refs++; /* as a snapshot's: p outlives the callback */
+    size_t before = atomic_load_explicit(&p->claimed, memory_order_relaxed);
+    memq_reclaim_request req = {before, MEMQ_TIME_MAX, true};
+    callback_begin(t, p);
+    (void)p->ops->reclaim(p->self, &req); /* the answer means nothing now */
+    callback_end(t);
+    size_t after = p->freed ? 0 : atomic_load_explicit(&p->claimed, memory_order_relaxed);
+    if (after < before)
+        t->stats.bytes_reclaimed += before - after;
+    memq__participation_unref(p);
 }
 
 /* ======================================================================
@@ -387,17 +342,8 @@ static void collect_targets(memq_account *a, void *arg)
         if (!snapshot_add(&t->ep.targets, p))
             return;
         /* What it frees now goes back to the tracker, not to its cache. */
-        atomic_store_explicit(&p->cache_limit, 0, memory_order_relaxed);
+        memq__participation_ask(p, true);
     }
-}
-
-static size_t targets_claimed(const memq_snapshot *s)
-{
-    size_t sum = 0;
-    for (size_t i = 0; i < s->n; i++)
-        if (usable(s->items[i]))
-            sum += atomic_load_explicit(&s->items[i]->claimed, memory_order_relaxed);
-    return sum;
 }
 
 /* A pressure report lowers the target of the episode it starts or joins. */
@@ -423,38 +369,33 @@ static void start_round(memq_tracker *t, memq_candidate victim, memq_time older_
     if (a == NULL)
         return;
     size_t used = used_of(t);
-    ep->request.want = used > target_of(t) ? used - target_of(t) : 0;
-    ep->request.older_than = older_than;
+    ep->request = (memq_reclaim_request){used > target_of(t) ? used - target_of(t) : 0,
+                                         older_than, false};
     ep->victim = victim;
     ep->round_progress = false;
     snapshot_clear(&ep->targets);
     memq__account_walk(a, collect_targets, t);
-    ep->round_claimed_before = targets_claimed(&ep->targets);
     ep->round_active = true;
     t->stats.accounts_reclaimed++;
 }
 
-/* Close p's account as collapsed (a COLLAPSING answer or a timeout).
- * Within a round the round measures what it freed; outside one (a late
- * answer, a timeout) what the account claimed is counted here. */
-static void collapse(memq_tracker *t, memq_participation *p, bool measure)
+/* Close a as collapsed (a COLLAPSING answer from `answerer`, or a timeout
+ * with answerer NULL); its other participants will hear of it. */
+static void collapse(memq_tracker *t, memq_account *a, memq_participation *answerer)
 {
-    memq_account *a = p->account;
     if (a->closed)
         return;
-    if (measure)
-        for (memq_participation *q = a->participants; q != NULL; q = q->next)
-            t->stats.bytes_reclaimed += atomic_load_explicit(&q->claimed, memory_order_relaxed);
     t->stats.accounts_collapsed++;
     t->ep.round_progress = true;
+    queue_notices(t, a, answerer);
     memq__account_close(a);
 }
 
-static void answer(memq_tracker *t, memq_participation *p, int st, bool measure)
+static void answer(memq_tracker *t, memq_participation *p, int st)
 {
     switch (st) {
     case MEMQ_RECLAIMED_COLLAPSING:
-        collapse(t, p, measure);
+        collapse(t, p->account, p);
         break;
     case MEMQ_RECLAIMED_PARTIAL:
         t->stats.partial_reclaims++;
@@ -466,19 +407,31 @@ static void answer(memq_tracker *t, memq_participation *p, int st, bool measure)
     }
 }
 
+/* What p released since it claimed `before`: counted as reclaimed. */
+static void count_given(memq_tracker *t, memq_participation *p, size_t before)
+{
+    size_t after = p->freed ? 0 : atomic_load_explicit(&p->claimed, memory_order_relaxed);
+    if (after < before) {
+        t->stats.bytes_reclaimed += before - after;
+        t->ep.round_progress = true;
+    }
+}
+
 static void add_pending(memq_tracker *t, memq_participation *p, memq_time now)
 {
     memq_episode *ep = &t->ep;
-    memq_pending *items = room_for_one(ep->pending, ep->pending_n, &ep->pending_cap, sizeof *items, 8);
+    memq_pending *items =
+        memq__room_for_one(ep->pending, ep->pending_n, &ep->pending_cap, sizeof *items, 8);
     if (items == NULL) {
-        collapse(t, p, false); /* cannot wait for it: treat as timed out */
+        collapse(t, p->account, NULL); /* cannot wait for it: treat as timed out */
         return;
     }
     ep->pending = items;
     p->refs++;
     p->pending = 1;
     ep->pending[ep->pending_n++] =
-        (memq_pending){p, now + (memq_time)t->cfg.reclaim_timeout_ms * 1000000u};
+        (memq_pending){p, now + (memq_time)t->cfg.reclaim_timeout_ms * 1000000u,
+                       atomic_load_explicit(&p->claimed, memory_order_relaxed)};
     ep->round_progress = true;
 }
 
@@ -488,21 +441,30 @@ static void remove_pending(memq_tracker *t, size_t i)
     memq_participation *p = ep->pending[i].p;
     ep->pending[i] = ep->pending[--ep->pending_n];
     p->pending = 0;
+    if (!p->freed)
+        memq__participation_ask(p, false);
     memq__participation_unref(p);
+}
+
+static ptrdiff_t find_pending(const memq_tracker *t, const memq_participation *p)
+{
+    for (size_t i = 0; i < t->ep.pending_n; i++)
+        if (t->ep.pending[i].p == p)
+            return (ptrdiff_t)i;
+    return -1;
 }
 
 void memq__episode_forget(memq_tracker *t, memq_participation *p)
 {
-    for (size_t i = 0; i < t->ep.pending_n; i++)
-        if (t->ep.pending[i].p == p) {
-            remove_pending(t, i);
-            /* An episode sleeping on this answer must look again. */
-            if (t->ep.waiting) {
-                t->ep.waiting = false;
-                memq__notify(t, 1);
-            }
-            return;
-        }
+    ptrdiff_t i = find_pending(t, p);
+    if (i < 0)
+        return;
+    remove_pending(t, (size_t)i);
+    /* An episode sleeping on this answer must look again. */
+    if (t->ep.waiting) {
+        t->ep.waiting = false;
+        memq__notify(t, 1);
+    }
 }
 
 /* Send the request to the next target; returns with the lock held. */
@@ -513,6 +475,7 @@ static void round_step(memq_tracker *t, memq_time *now)
     if (!usable(p) || p->pending)
         return;
     memq_reclaim_request req = ep->request;
+    size_t before = atomic_load_explicit(&p->claimed, memory_order_relaxed);
     p->early_answer = MEMQ_RECLAIM_PENDING; /* none */
     callback_begin(t, p);
     int st = (int)p->ops->reclaim(p->self, &req);
@@ -524,11 +487,13 @@ static void round_step(memq_tracker *t, memq_time *now)
         st = p->early_answer;
     if (t->shutdown)
         return;
+    /* What it gave back over its own callback; one that freed itself gave
+     * everything back. */
+    count_given(t, p, before);
     if (p->freed) {
-        /* It freed itself from its callback; a collapse still closes its
-         * account. */
+        /* A collapse still closes its account. */
         if (st == MEMQ_RECLAIMED_COLLAPSING)
-            collapse(t, p, false);
+            collapse(t, p->account, p);
         return;
     }
     if (memq__closed(p))
@@ -536,26 +501,22 @@ static void round_step(memq_tracker *t, memq_time *now)
     if (st == MEMQ_RECLAIM_PENDING)
         add_pending(t, p, *now);
     else
-        answer(t, p, st, false);
+        answer(t, p, st);
 }
 
 static void round_finish(memq_tracker *t)
 {
     memq_episode *ep = &t->ep;
-    size_t after = targets_claimed(&ep->targets);
-    if (after < ep->round_claimed_before) {
-        t->stats.bytes_reclaimed += ep->round_claimed_before - after;
-        ep->round_progress = true;
+    for (size_t i = 0; i < ep->targets.n; i++) {
+        memq_participation *p = ep->targets.items[i];
+        if (!p->pending && !p->freed)
+            memq__participation_ask(p, false);
     }
     /* A victim that gave something back may hold more old data: it is a
      * candidate again.  One that gave nothing stays aside. */
-    for (size_t i = ep->aside_n; ep->round_progress && i-- > 0;)
-        if (ep->aside[i].id == ep->victim.id) {
-            memq_candidate c = ep->aside[i];
-            ep->aside[i] = ep->aside[--ep->aside_n];
-            restore(t, c);
-            break;
-        }
+    memq_account *victim = lookup(t, ep->victim.id);
+    if (ep->round_progress && victim != NULL)
+        memq__restore(t, victim);
     snapshot_clear(&ep->targets);
     ep->round_active = false;
 }
@@ -567,11 +528,14 @@ static void round_finish(memq_tracker *t)
 void memq__episode_clear(memq_tracker *t)
 {
     memq_episode *ep = &t->ep;
+    for (size_t i = 0; i < ep->targets.n; i++)
+        if (!ep->targets.items[i]->freed)
+            memq__participation_ask(ep->targets.items[i], false);
     snapshot_clear(&ep->targets);
     snapshot_clear(&ep->scratch);
     while (ep->pending_n > 0)
         remove_pending(t, ep->pending_n - 1);
-    ep->aside_n = 0;
+    memq__restore_all(t);
     ep->round_active = false;
     ep->active = false;
 }
@@ -609,8 +573,6 @@ static void episode_end(memq_tracker *t, bool reached, reclaim_log *log)
              "%zu; retrying at the next crossing or after growth of a quarter of the band",
              used_of(t), target_of(t), t->cfg.max);
     }
-    for (size_t i = 0; i < ep->aside_n; i++)
-        restore(t, ep->aside[i]);
     memq__episode_clear(t);
     t->wanted = false;
     memq__lockfree_update(t);
@@ -640,8 +602,9 @@ static void expire_pending(memq_tracker *t, memq_time now, reclaim_log *log)
              p->account->id, t->cfg.reclaim_timeout_ms);
         /* Hold p: closing its account forgets the pending entry. */
         p->refs++;
+        count_given(t, p, ep->pending[i].claimed);
         remove_pending(t, i);
-        collapse(t, p, true);
+        collapse(t, p->account, NULL); /* it hears of it too */
         memq__participation_unref(p);
         /* Closing the account forgot its other pending entries, moving
          * later ones into places already passed: look again from the
@@ -683,6 +646,15 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
             return MEMQ_ESHUTDOWN;
         }
         expire_pending(t, now, log);
+        /* Then the participants of closed accounts: the tracker no longer
+         * counts what they hold. */
+        if (t->notice_head != NULL) {
+            if (over_budget(b))
+                return MEMQ_EAGAIN;
+            b->worked = true;
+            notice_step(t);
+            continue;
+        }
         if (ep->active)
             take_pressure(t);
         if (!ep->active) {
@@ -716,7 +688,7 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
         if (r == SELECT_BUDGET)
             return MEMQ_EAGAIN;
         if (r == SELECT_NONE) {
-            if (t->shutdown)
+            if (t->shutdown || t->notice_head != NULL)
                 continue;
             if (ep->pending_n > 0)
                 return wait_pending(t, now);
@@ -728,16 +700,21 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
          * so that the victim is acted on while its age is fresh; but after
          * a few checks the next key, a lower bound, is taken as it is (no
          * older than the victim's age). */
-        if (!aside_reserve(t))
+        if (!memq__aside_reserve(t))
             return MEMQ_ENOMEM;
-        set_aside(t, lookup(t, victim.id), victim.oldest);
+        memq_account *va = lookup(t, victim.id);
+        if (va != NULL)
+            memq__set_aside(t, va, victim.oldest);
         memq_time older_than = MEMQ_TIME_MAX;
         budget unbounded = {UINT64_MAX, true};
         r = select_oldest(t, &next, &unbounded, RUNNER_UP_CHECKS);
-        if (r == SELECT_FOUND)
+        if (r == SELECT_FOUND) {
             older_than = next.oldest;
-        else if (r == SELECT_BUDGET)
-            older_than = t->ages[0].key > victim.oldest ? t->ages[0].key : victim.oldest;
+        } else if (r == SELECT_BUDGET) {
+            memq_account *top = memq__ages_top(t);
+            memq_time key = top != NULL ? memq__ages_key(t, top) : MEMQ_TIME_MAX;
+            older_than = key > victim.oldest ? key : victim.oldest;
+        }
         if (!t->shutdown)
             start_round(t, victim, older_than);
     }
@@ -791,9 +768,11 @@ void memq_reclaim_done(memq_participation *p, memq_reclaim_status st)
      * rest, counted as misuse and taken as PARTIAL. */
     int answer_st = st == MEMQ_RECLAIMED_PARTIAL || st == MEMQ_RECLAIMED_COLLAPSING ? (int)st : -1;
     memq__lock(t);
-    if (!p->freed && p->pending) {
+    ptrdiff_t i = !p->freed && p->pending ? find_pending(t, p) : -1;
+    if (i >= 0) {
+        count_given(t, p, t->ep.pending[i].claimed);
         memq__episode_forget(t, p);
-        answer(t, p, answer_st, true);
+        answer(t, p, answer_st);
         t->ep.waiting = false;
         memq__notify(t, 1);
         pthread_cond_broadcast(&t->cond);
@@ -812,7 +791,7 @@ void *memq__reclaim_thread(void *arg)
     memq_tracker *t = arg;
     memq__lock(t);
     while (!t->shutdown) {
-        if (!t->wanted && !t->ep.active) {
+        if (!t->wanted && !t->ep.active && t->notice_head == NULL) {
             pthread_cond_wait(&t->cond, &t->lock);
             continue;
         }

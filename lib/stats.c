@@ -104,7 +104,7 @@ static uint64_t *ids_of(const memq_account_list *l)
     uint64_t *ids = malloc((n ? n : 1) * sizeof *ids);
     if (ids != NULL)
         for (uint32_t i = 0; i < n; i++)
-            ids[i] = l->items[i]->id;
+            ids[i] = l->items[i].a->id;
     return ids;
 }
 

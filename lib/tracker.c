@@ -14,9 +14,9 @@
 
 memq_time memq__clock(const memq_tracker *t)
 {
-    /* cfg.clock is fixed at creation (reconfigure refuses to change it), so
-     * it can be read without the lock. */
-    return t->cfg.clock != NULL ? t->cfg.clock(t->cfg.clock_ctx) : memq_now();
+    /* A copy of cfg.clock made at creation, never written again, so it can
+     * be read without the lock (cfg is rewritten by reconfigure). */
+    return t->clock != NULL ? t->clock(t->clock_ctx) : memq_now();
 }
 
 void memq__misuse_locked(memq_tracker *t, const char *what)
@@ -89,42 +89,8 @@ bool memq__check_crossing(memq_tracker *t, size_t added)
 }
 
 /* ======================================================================
- * Slack and pressure: what the rooms beside the core report
+ * Pressure reports
  * ====================================================================== */
-
-void memq__slack_add(memq_tracker *t, size_t n)
-{
-    if (t->unlimited || n == 0)
-        return;
-    atomic_fetch_add_explicit(&t->slack, n, memory_order_relaxed);
-    memq__used_add(t, n);
-    if (memq__used(t) <= atomic_load_explicit(&t->lockfree.max, memory_order_relaxed))
-        return;
-    memq__lock(t);
-    bool wake = memq__check_crossing(t, n);
-    void (*wakeup)(void *) = t->cfg.wakeup;
-    void *ctx = t->cfg.wakeup_ctx;
-    memq__unlock(t);
-    if (wake)
-        wakeup(ctx);
-}
-
-void memq__slack_sub(memq_tracker *t, size_t n)
-{
-    if (t->unlimited || n == 0)
-        return;
-    size_t slack = atomic_load_explicit(&t->slack, memory_order_relaxed);
-    do {
-        if (n > slack) {
-            memq__lock(t);
-            memq__misuse_locked(t, "misuse: more slack given back than was counted");
-            memq__unlock_log(t);
-            n = slack;
-        }
-    } while (!atomic_compare_exchange_weak_explicit(&t->slack, &slack, slack - n,
-                                                    memory_order_relaxed, memory_order_relaxed));
-    memq__used_sub(t, n);
-}
 
 int memq_tracker_pressure(memq_tracker *t)
 {
@@ -184,6 +150,8 @@ int memq_tracker_new(memq_tracker **out, const memq_config *cfg)
     if (t == NULL)
         return MEMQ_ENOMEM;
     t->cfg = resolved;
+    t->clock = resolved.clock;
+    t->clock_ctx = resolved.clock_ctx;
     t->unlimited = resolved.max == MEMQ_UNLIMITED;
     if (!t->unlimited) {
         t->lockfree.slices = calloc(MEMQ_SLICES, sizeof(memq_slice));
@@ -263,6 +231,7 @@ void memq_tracker_free(memq_tracker *t)
     HASH_ITER(hh, t->accounts, a, tmp) {
         memq__account_close(a);
     }
+    memq__notices_clear(t);
     if (!t->reclaiming)
         memq__episode_clear(t);
     pthread_cond_broadcast(&t->cond);

@@ -4,6 +4,8 @@
  */
 #include "testutil.h"
 
+#include "internal.h" /* the steps closing takes */
+
 /* Close account a (which the world keeps referenced) the way reclamation
  * does: its only participant answers COLLAPSING. */
 static void collapse_by_reclaim(fake_world *w, memq_account *a, fake_part *fp, int id)
@@ -644,6 +646,35 @@ START_TEST(test_set_name_rejects_a_null_account)
 }
 END_TEST
 
+/* Linking and unlinking visit a bounded number of list entries per
+ * account, however many children a parent has: closing n children of one
+ * parent costs O(n), not O(n^2). */
+static uint64_t steps_to_close_children(int n)
+{
+    fake_world w;
+    world_new(&w, 1 * GIB, 0);
+    memq_account *parent = world_account(&w, NULL);
+    memq_account **children = calloc((size_t)n, sizeof *children);
+    ck_assert_ptr_nonnull(children);
+    for (int i = 0; i < n; i++)
+        ck_assert_int_eq(memq_account_new(w.t, parent, &children[i]), 0);
+    uint64_t before = w.t->link_steps;
+    for (int i = 0; i < n; i++)
+        memq_account_unref(children[i]); /* in creation order, the worst for a scan */
+    uint64_t steps = w.t->link_steps - before;
+    free(children);
+    world_teardown(&w);
+    return steps;
+}
+
+START_TEST(test_closing_the_children_of_one_parent_costs_linear_steps)
+{
+    uint64_t small = steps_to_close_children(2000), large = steps_to_close_children(8000);
+    ck_assert_uint_le(large, 4 * 8000);
+    ck_assert_uint_le(large, 5 * (small > 0 ? small : 1));
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("account");
@@ -705,6 +736,7 @@ int main(void)
     tcase_add_test(tc, test_set_name_copies_the_name);
     tcase_add_test(tc, test_set_name_replaces_and_null_clears_the_name);
     tcase_add_test(tc, test_set_name_rejects_a_null_account);
+    tcase_add_test(tc, test_closing_the_children_of_one_parent_costs_linear_steps);
     suite_add_tcase(s, tc);
 
     return run_suite(s);

@@ -4,6 +4,8 @@
  */
 #include "container_helpers.h"
 
+#include "internal.h" /* the age index, to compare its key with the stamps */
+
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -599,6 +601,74 @@ START_TEST(test_a_buffer_user_and_the_reclaim_thread_keep_counts_and_bytes_consi
 }
 END_TEST
 
+START_TEST(test_an_idle_buffer_frees_its_chunks_when_a_sibling_collapses_its_account)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(2 * MIB, 1 * MIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *a = account_make(t), *young = account_make(t);
+    atomic_int collapses = 0, young_collapses = 0;
+    memq_buf *b = buf_make(a, &collapses); /* asked after the sibling */
+    collapser victim;
+    fake_clock_set(&clock, 1);
+    collapser_start(&victim, a, 4 * KIB, 1);
+    fake_clock_set(&clock, 2);
+    size_t written = 0;
+    add_stream(b, &written, 1200000); /* a stalled reader's bytes */
+    size_t held = memq_buf_allocated(b);
+    fake_clock_set(&clock, 3);
+    memq_buf *later = buf_make(young, &young_collapses);
+    size_t more = 0;
+    add_stream(later, &more, 1000000); /* crosses max */
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+    ck_assert(memq_account_closed(a));
+    /* In the same drive: every chunk freed, on_collapse once. */
+    ck_assert(memq_buf_closed(b));
+    ck_assert_uint_eq(memq_buf_allocated(b), 0);
+    ck_assert_int_eq(atomic_load(&collapses), 1);
+    memq_stats st;
+    memq_tracker_stats(t, &st);
+    ck_assert_uint_eq(st.bytes_reclaimed, held + 4 * KIB);
+    memq_buf_free(b);
+    memq_buf_free(later);
+    memq_participation_free(victim.p);
+    memq_account_unref(a);
+    memq_account_unref(young);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* A clock that moves one nanosecond on every read: any second read of it
+ * within one operation shows. */
+static memq_time ticking_read(void *ctx)
+{
+    return atomic_fetch_add((_Atomic memq_time *)ctx, 1) + 1;
+}
+
+START_TEST(test_a_buffer_enters_the_age_index_no_later_than_its_data)
+{
+    _Atomic memq_time ticks = 1000;
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.max = 1 * MIB;
+    cfg.clock = ticking_read;
+    cfg.clock_ctx = (void *)&ticks;
+    memq_tracker *t = NULL;
+    ck_assert_int_eq(memq_tracker_new(&t, &cfg), 0);
+    memq_account *a = account_make(t);
+    memq_buf *b = buf_make(a, NULL);
+    size_t written = 0;
+    add_stream(b, &written, 100);
+    memq_time stamp = 0;
+    ck_assert(memq_buf_oldest(b, &stamp));
+    ck_assert_uint_ne(a->slot, 0);
+    /* The key is a lower bound of the account's data. */
+    ck_assert_uint_le(t->ages[a->slot - 1].key, stamp);
+    memq_buf_free(b);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
 static Suite *buf_suite(void)
 {
     Suite *s = suite_create("buf");
@@ -621,6 +691,7 @@ static Suite *buf_suite(void)
     suite_add_tcase(s, claims);
 
     tcase_add_test(ages, test_a_chunk_is_stamped_when_its_first_byte_arrives);
+    tcase_add_test(ages, test_a_buffer_enters_the_age_index_no_later_than_its_data);
     tcase_add_test(ages, test_a_partly_drained_head_chunk_keeps_its_stamp);
     tcase_add_test(ages, test_draining_a_whole_chunk_exposes_the_next_chunks_stamp);
     tcase_add_test(ages, test_a_buffer_emptied_and_refilled_takes_the_new_time);
@@ -628,6 +699,7 @@ static Suite *buf_suite(void)
     suite_add_tcase(s, ages);
 
     tcase_add_test(collapse, test_reclaim_collapses_the_buffer_and_calls_on_collapse_once);
+    tcase_add_test(collapse, test_an_idle_buffer_frees_its_chunks_when_a_sibling_collapses_its_account);
     tcase_add_test(collapse, test_on_collapse_may_free_the_buffer);
     tcase_add_test(collapse, test_buffer_whose_account_was_unreffed_collapses_at_its_next_add);
     tcase_add_test(collapse, test_buffer_whose_account_was_unreffed_collapses_at_its_next_drain);

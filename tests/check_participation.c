@@ -5,6 +5,8 @@
  */
 #include "testutil.h"
 
+#include "internal.h" /* the state a failed claim must leave as it was */
+
 #define BIG_MAX (1 * GIB)
 
 /* A world whose max is far away (no reclamation) with the given cache. */
@@ -573,6 +575,214 @@ START_TEST(test_eshutdown_wins_over_eclosed)
 }
 END_TEST
 
+/* ----------------------------------------------------------------------
+ * A claim that fails changes nothing
+ * ---------------------------------------------------------------------- */
+
+/* Everything a claim could change, as one value to compare. */
+typedef struct claim_state {
+    size_t claimed, cache, charged, cache_limit, account_charged, used, slices;
+    unsigned gate;
+    uint32_t slot;
+    bool dropped;
+    memq_time key;
+    uint64_t episodes, pressure;
+    bool wanted, active;
+    size_t aside;
+} claim_state;
+
+static claim_state state_of(memq_tracker *t, memq_participation *p)
+{
+    claim_state st;
+    memset(&st, 0, sizeof st);
+    pthread_mutex_lock(&t->lock);
+    memq_account *a = p->account;
+    st.claimed = atomic_load(&p->claimed);
+    st.cache = p->cache;
+    st.charged = atomic_load(&p->charged);
+    st.cache_limit = atomic_load(&p->cache_limit);
+    st.gate = atomic_load(&p->gate);
+    st.account_charged = atomic_load(&a->charged);
+    st.slot = a->slot;
+    st.dropped = a->dropped;
+    st.key = a->slot ? t->ages[a->slot - 1].key : 0;
+    st.used = atomic_load(&t->used);
+    for (int i = 0; t->lockfree.slices != NULL && i < MEMQ_SLICES; i++)
+        st.slices += atomic_load(&t->lockfree.slices[i].bytes);
+    st.episodes = t->stats.episodes;
+    st.wanted = t->wanted;
+    st.active = t->ep.active;
+    st.aside = t->ep.aside_n;
+    pthread_mutex_unlock(&t->lock);
+    return st;
+}
+
+static void assert_same_state(const claim_state *x, const claim_state *y, const char *what)
+{
+    ck_assert_msg(memcmp(x, y, sizeof *x) == 0, "%s changed the state", what);
+}
+
+/* Try a claim that must fail with `expect`, through memq_claim and
+ * memq_claim_at, and check that nothing changed. */
+static void failing_claims(memq_tracker *t, memq_participation *p, size_t n, int expect,
+                           const char *what)
+{
+    claim_state before = state_of(t, p);
+    ck_assert_int_eq(memq_claim(p, n), expect);
+    claim_state after = state_of(t, p);
+    assert_same_state(&before, &after, what);
+    ck_assert_int_eq(memq_claim_at(p, n, 1), expect);
+    after = state_of(t, p);
+    assert_same_state(&before, &after, what);
+}
+
+/* Inside the big holder's reclaim callback, during an episode in which the
+ * account of the participant in hook_ctx was found holding only cache:
+ * every way a claim can fail there. */
+static void fail_every_way(fake_part *fp, const memq_reclaim_request *req)
+{
+    (void)req;
+    fake_part *other = fp->hook_ctx;
+    memq_tracker *t = fp->w->t;
+    ck_assert_uint_eq(atomic_load(&other->p->gate), MEMQ_GATE_OFFER);
+    /* Beyond what the participation can hold. */
+    failing_claims(t, other->p, SIZE_MAX, MEMQ_EOVERFLOW, "a participation overflow");
+    /* Beyond what the tracker's total can hold. */
+    failing_claims(t, other->p, SIZE_MAX / 2 + 16 * KIB, MEMQ_EOVERFLOW, "a total overflow");
+    fp->hook_rc = 1;
+}
+
+START_TEST(test_failed_claims_change_nothing_on_any_error_path)
+{
+    fake_world w;
+    /* A narrow band (no slices: totals near SIZE_MAX read exactly). */
+    world_init(&w, 1 * GIB, 1 * GIB - 512 * KIB);
+    w.cfg.cache_max = 4 * KIB;
+    world_start(&w);
+    fake_part cached, big, closed;
+    world_holder(&w, &cached, 1, NULL, world_now(&w), 1);
+    part_release(&cached, 1); /* holds only cache */
+    world_holder(&w, &big, 2, NULL, world_now(&w) + MS, SIZE_MAX / 2);
+    big.free_per_call = 0;
+    big.hook = fail_every_way;
+    big.hook_ctx = &cached;
+    (void)world_reclaim(&w);
+    ck_assert_int_eq(big.hook_rc, 1);
+    /* An account closed, a participation freed, a tracker shut down. */
+    world_holder(&w, &closed, 3, NULL, world_now(&w), 10);
+    memq_participation *keep = closed.p;
+    world_unref(&w, closed.account);
+    failing_claims(w.t, keep, 10, MEMQ_ECLOSED, "a closed account");
+    failing_claims(w.t, big.p, SIZE_MAX, MEMQ_EOVERFLOW, "a participation overflow");
+    memq_tracker_free(w.t);
+    failing_claims(w.t, cached.p, 10, MEMQ_ESHUTDOWN, "a shut-down tracker");
+    ck_assert_int_eq(memq_claim(NULL, 1), MEMQ_EINVAL);
+    ck_assert_int_eq(memq_claim_at(NULL, 1, 1), MEMQ_EINVAL);
+    w.t = NULL;
+    world_teardown(&w);
+}
+END_TEST
+
+/* The participant in hook_ctx, whose account holds only cache (set aside
+ * for the episode), tries a claim too big for the total, then claims a
+ * little data: its account must be a candidate again. */
+static void overflow_then_claim(fake_part *fp, const memq_reclaim_request *req)
+{
+    (void)req;
+    fake_part *other = fp->hook_ctx;
+    if (fp->calls > 1)
+        return;
+    fp->hook_rc = memq_claim(other->p, SIZE_MAX / 2 + 16 * KIB);
+    if (part_claim_at(other, 100, world_now(fp->w)) != 0)
+        fp->hook_rc = 1;
+}
+
+START_TEST(test_a_failed_claim_leaves_an_account_set_aside_ready_to_be_offered)
+{
+    fake_world w;
+    /* A narrow band (no slices: totals near SIZE_MAX read exactly). */
+    world_init(&w, 1 * GIB, 1 * GIB - 512 * KIB);
+    w.cfg.cache_max = 4 * KIB;
+    world_start(&w);
+    fake_part cached, big;
+    world_holder(&w, &cached, 1, NULL, world_now(&w), 1);
+    part_release(&cached, 1); /* holds only cache */
+    world_holder(&w, &big, 2, NULL, world_now(&w) + MS, SIZE_MAX / 2);
+    big.free_per_call = 0; /* gives nothing */
+    big.hook = overflow_then_claim;
+    big.hook_ctx = &cached;
+    (void)world_reclaim(&w);
+    ck_assert_int_eq(big.hook_rc, MEMQ_EOVERFLOW);
+    /* The data claimed after the failure made its account a candidate in
+     * the same episode. */
+    ck_assert_int_eq(cached.calls, 1);
+    world_teardown(&w);
+}
+END_TEST
+
+/* ----------------------------------------------------------------------
+ * Slices after a reconfiguration
+ * ---------------------------------------------------------------------- */
+
+typedef struct slice_filler {
+    memq_participation *p;
+    size_t slice_bytes; /* what its thread's slice held when it stopped */
+    memq_tracker *t;
+} slice_filler;
+
+/* Claims (refills without the lock) until this thread's slice holds more
+ * than 32 KiB, then stops and leaves it so. */
+static void *fill_slice(void *arg)
+{
+    slice_filler *f = arg;
+    for (int i = 0; i < 1000; i++) {
+        if (memq_claim(f->p, 13 * KIB) != 0)
+            return NULL;
+        size_t max_slice = 0;
+        for (int s = 0; s < MEMQ_SLICES; s++) {
+            size_t v = atomic_load(&f->t->lockfree.slices[s].bytes);
+            if (v < SIZE_MAX / 2 && v > max_slice)
+                max_slice = v;
+        }
+        if (max_slice > 32 * KIB) {
+            f->slice_bytes = max_slice;
+            return NULL;
+        }
+    }
+    return NULL;
+}
+
+START_TEST(test_lowering_the_band_folds_slices_larger_than_the_new_batch)
+{
+    fake_world w;
+    world_init(&w, 64 * MIB, 48 * MIB); /* band 16 MiB: batch 64 KiB */
+    w.cfg.cache_max = 16 * KIB;
+    w.cfg.clock = NULL; /* the filler thread claims: the real clock */
+    w.cfg.clock_ctx = NULL;
+    world_start(&w);
+    fake_part fp;
+    part_add(&w, &fp, 1, world_account(&w, NULL));
+    ck_assert_int_eq(memq_claim(fp.p, 1), 0); /* the account holds memory */
+    slice_filler f = {fp.p, 0, w.t};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, fill_slice, &f), 0);
+    pthread_join(th, NULL);
+    ck_assert_uint_gt(f.slice_bytes, 32 * KIB);
+    /* Band 8 MiB: batch 32 KiB, so each slice may hold at most that. */
+    memq_config cfg = w.cfg;
+    cfg.max = 40 * MIB;
+    cfg.low_water = 32 * MIB;
+    ck_assert_int_eq(memq_tracker_reconfigure(w.t, &cfg), 0);
+    size_t batch = atomic_load(&w.t->lockfree.batch);
+    ck_assert_uint_eq(batch, 32 * KIB);
+    for (int s = 0; s < MEMQ_SLICES; s++) {
+        size_t v = atomic_load(&w.t->lockfree.slices[s].bytes);
+        ck_assert_msg(v <= batch || v >= SIZE_MAX - batch, "slice %d holds %zu", s, v);
+    }
+    world_teardown(&w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("participation");
@@ -612,6 +822,9 @@ int main(void)
     tcase_add_test(tc, test_claim_overflowing_the_participation_fails_with_eoverflow);
     tcase_add_test(tc, test_claim_of_size_max_with_a_cache_fails_with_eoverflow);
     tcase_add_test(tc, test_claim_overflowing_the_tracker_total_fails_with_eoverflow);
+    tcase_add_test(tc, test_failed_claims_change_nothing_on_any_error_path);
+    tcase_add_test(tc, test_a_failed_claim_leaves_an_account_set_aside_ready_to_be_offered);
+    tcase_add_test(tc, test_lowering_the_band_folds_slices_larger_than_the_new_batch);
     suite_add_tcase(s, tc);
 
     tc = test_case("closed");

@@ -833,6 +833,44 @@ END_TEST
  * The suite
  * ====================================================================== */
 
+START_TEST(test_an_idle_queue_frees_its_items_when_a_sibling_collapses_its_account)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(2 * MIB, 1 * MIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *a = account_make(t), *young = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l); /* asked after the sibling */
+    collapser victim;
+    fake_clock_set(&clock, 1);
+    collapser_start(&victim, a, 4 * KIB, 1);
+    fake_clock_set(&clock, 2);
+    for (int i = 0; i < 100; i++)
+        push_ok(q, i, 12000); /* a stalled reader's data: never popped */
+    size_t queued = memq_account_used(a) - 4 * KIB;
+    fake_clock_set(&clock, 3);
+    ledger young_ledger = {0};
+    memq_queue *later = queue_make(young, MEMQ_QUEUE_COLLAPSE, &young_ledger);
+    for (int i = 0; i < 100; i++)
+        push_ok(later, 1000 + i, 10000); /* crosses max */
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+    ck_assert_int_eq(victim.calls, 1);
+    ck_assert(memq_account_closed(a));
+    /* In the same drive: every item freed, on_collapse once. */
+    ck_assert(memq_queue_closed(q));
+    ck_assert_int_eq(atomic_load(&l.freed), 100);
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+    memq_stats st;
+    memq_tracker_stats(t, &st);
+    ck_assert_uint_eq(st.bytes_reclaimed, queued + 4 * KIB);
+    memq_queue_free(q);
+    memq_queue_free(later);
+    memq_participation_free(victim.p);
+    memq_account_unref(a);
+    memq_account_unref(young);
+    memq_tracker_free(t);
+}
+END_TEST
+
 static Suite *queue_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -863,6 +901,7 @@ static Suite *queue_suite(void)
     tcase_add_test(collapse, test_queue_collapses_at_its_next_push_after_tracker_shutdown);
     tcase_add_test(collapse, test_the_account_with_the_oldest_head_item_is_reclaimed_first);
     tcase_add_test(collapse, test_popping_the_head_makes_the_next_items_stamp_the_queues_age);
+    tcase_add_test(collapse, test_an_idle_queue_frees_its_items_when_a_sibling_collapses_its_account);
     suite_add_tcase(s, collapse);
 
     tcase_add_test(drop,

@@ -14,6 +14,8 @@
  */
 #include "testutil.h"
 
+#include "internal.h" /* the age index, to check what it holds */
+
 #define T0 WORLD_START_TIME
 #define AT(ms) (T0 + (memq_time)(ms) * MS)
 
@@ -716,7 +718,8 @@ START_TEST(test_participant_callbacks_may_call_the_library)
     ck_assert_int_eq(world_reclaim(&w), 0);
     ck_assert_int_gt(w.library_calls_from_callbacks, 3);
     ck_assert_int_eq(a.calls, 1);
-    ck_assert_int_eq(b.calls, 1);
+    ck_assert_int_eq(b.calls, 2); /* the request, then the notice of its timeout */
+    ck_assert_int_eq(b.notices, 1);
     ck_assert_uint_le(memq_tracker_used(w.t), 150);
     world_teardown(&w);
 }
@@ -1390,6 +1393,301 @@ START_TEST(test_slow_oldest_callbacks_do_not_stall_the_episode)
 }
 END_TEST
 
+/* ----------------------------------------------------------------------
+ * A collapse reaches every participant of the account
+ * ---------------------------------------------------------------------- */
+
+START_TEST(test_collapse_notifies_every_other_participant_of_the_account_in_the_same_call)
+{
+    fake_world w;
+    world_new(&w, 250, 150);
+    fake_part idle, victim, other;
+    memq_account *a = world_account(&w, NULL);
+    part_add(&w, &idle, 1, a); /* registered first: asked after the victim */
+    part_add(&w, &victim, 2, a);
+    ck_assert_int_eq(part_claim_at(&victim, 100, AT(100)), 0);
+    ck_assert_int_eq(part_claim_at(&idle, 100, AT(200)), 0);
+    world_holder(&w, &other, 3, NULL, AT(300), 100);
+    victim.answer = MEMQ_RECLAIMED_COLLAPSING;
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    ck_assert(memq_account_closed(a));
+    /* The idle sibling heard of it and freed its data in the same drive. */
+    ck_assert_int_eq(idle.notices, 1);
+    ck_assert(idle.last_req.closed);
+    ck_assert_uint_eq(idle.last_req.older_than, MEMQ_TIME_MAX);
+    ck_assert_uint_eq(idle.claimed, 0);
+    ck_assert_int_eq(victim.notices, 0); /* it answered: it knows */
+    ck_assert_int_eq(other.calls, 0);
+    world_teardown(&w);
+}
+END_TEST
+
+START_TEST(test_bytes_reclaimed_counts_only_what_participants_gave_back)
+{
+    fake_world w;
+    world_new(&w, 250, 150);
+    fake_part stubborn, victim, other;
+    memq_account *a = world_account(&w, NULL);
+    part_add(&w, &stubborn, 1, a);
+    part_add(&w, &victim, 2, a);
+    ck_assert_int_eq(part_claim_at(&victim, 100, AT(100)), 0);
+    ck_assert_int_eq(part_claim_at(&stubborn, 100, AT(200)), 0);
+    world_holder(&w, &other, 3, NULL, AT(300), 100);
+    victim.answer = MEMQ_RECLAIMED_COLLAPSING;
+    victim.hook = release_everything; /* it frees its 100 before answering */
+    stubborn.ignore_notice = true;    /* hears of it, frees nothing */
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    ck_assert_int_eq(stubborn.notices, 1);
+    ck_assert_uint_eq(world_stats(&w).bytes_reclaimed, 100);
+    world_teardown(&w);
+}
+END_TEST
+
+START_TEST(test_a_timed_out_account_notifies_each_of_its_participants)
+{
+    fake_world w;
+    fake_part a, b, sibling;
+    setup_pending(&w, &a, &b);
+    part_add(&w, &sibling, 3, a.account);
+    ck_assert_int_eq(part_claim_at(&sibling, 20, AT(600)), 0);
+    ck_assert_int_eq(world_reclaim(&w), MEMQ_EAGAIN);
+    fake_clock_advance(&w.clock, 51 * MS);
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    ck_assert(memq_account_closed(a.account));
+    /* Each participant of the closed account, the silent one included. */
+    ck_assert_int_eq(a.notices, 1);
+    ck_assert_int_eq(sibling.notices, 1);
+    ck_assert_uint_eq(a.claimed, 0);
+    ck_assert_uint_eq(sibling.claimed, 0);
+    ck_assert_uint_eq(world_stats(&w).bytes_reclaimed, 220);
+    world_teardown(&w);
+}
+END_TEST
+
+START_TEST(test_a_late_collapsing_answer_notifies_the_siblings_at_the_next_call)
+{
+    fake_world w;
+    fake_part a, b, sibling;
+    setup_pending(&w, &a, &b);
+    part_add(&w, &sibling, 3, a.account);
+    ck_assert_int_eq(part_claim_at(&sibling, 20, AT(600)), 0);
+    ck_assert_int_eq(world_reclaim(&w), MEMQ_EAGAIN);
+    part_release(&a, a.claimed);
+    memq_reclaim_done(a.p, MEMQ_RECLAIMED_COLLAPSING);
+    ck_assert(memq_account_closed(a.account));
+    ck_assert(fd_readable(memq_tracker_fd(w.t)));
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    ck_assert_int_eq(sibling.notices, 1);
+    ck_assert_int_eq(a.notices, 0);
+    ck_assert_uint_eq(world_stats(&w).bytes_reclaimed, 220);
+    world_teardown(&w);
+}
+END_TEST
+
+/* ----------------------------------------------------------------------
+ * Review of the age index and the rounds
+ * ---------------------------------------------------------------------- */
+
+/* The wakeup closes the account of the participant in hook_ctx, once. */
+static void unref_from_wakeup(fake_world *w)
+{
+    fake_part *fp = w->hook_ctx;
+    w->wakeup_hook = NULL;
+    world_unref(w, fp->account);
+}
+
+START_TEST(test_claim_at_racing_an_account_close_leaves_no_account_in_the_index)
+{
+    fake_world w;
+    world_new(&w, 250, 150);
+    fake_part a, b;
+    memq_account *acc = world_account(&w, NULL);
+    part_add(&w, &a, 1, acc);
+    world_advance_to(&w, AT(500));
+    w.wakeup_hook = unref_from_wakeup;
+    w.hook_ctx = &a;
+    /* Old data crossing max: the claim succeeds, the wakeup closes the
+     * account, then the claim files the data's age. */
+    ck_assert_int_eq(memq_claim_at(a.p, 300, AT(100)), 0);
+    ck_assert(memq_account_closed(acc));
+    part_free(&a); /* the account's memory goes with its last participation */
+    ck_assert_uint_eq(w.t->ages_n, 0);
+    world_holder(&w, &b, 2, NULL, AT(600), 300);
+    ck_assert_int_eq(world_reclaim(&w), 0); /* reads no freed account */
+    ck_assert_int_eq(b.calls, 1);
+    world_teardown(&w);
+}
+END_TEST
+
+/* The stalled participant frees part of its old data while its busy
+ * sibling (hook_ctx) claims new data, more than was freed. */
+static void sibling_claims_meanwhile(fake_part *fp, const memq_reclaim_request *req)
+{
+    (void)req;
+    fake_part *busy = fp->hook_ctx;
+    if (busy->claimed == 0)
+        fp->hook_rc = part_claim_at(busy, 4000, world_now(fp->w));
+}
+
+START_TEST(test_victim_that_gave_back_stays_a_candidate_while_a_sibling_claims)
+{
+    fake_world w;
+    world_new(&w, 18000, 12000);
+    fake_part stalled, busy, c, d;
+    memq_account *a = world_account(&w, NULL);
+    part_add(&w, &busy, 1, a);
+    part_add(&w, &stalled, 2, a); /* asked first */
+    ck_assert_int_eq(part_claim_at(&stalled, 9000, AT(100)), 0);
+    world_holder(&w, &c, 3, NULL, AT(200), 5000);
+    world_holder(&w, &d, 4, NULL, AT(300), 5000);
+    world_advance_to(&w, AT(400));
+    stalled.free_per_call = 3000;
+    stalled.hook = sibling_claims_meanwhile;
+    stalled.hook_ctx = &busy;
+    busy.free_per_call = 0;
+    ck_assert_int_eq(part_claim_at(&c, 1, AT(400)), 0); /* crosses max */
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    /* 9,000 old bytes went first, three rounds of 3,000, before anything
+     * younger; then C (stamped 200) was enough, and D stays. */
+    ck_assert_uint_eq(stalled.claimed, 0);
+    ck_assert_int_eq(stalled.calls, 3);
+    ck_assert_int_lt(world_call_index(&w, 2), world_call_index(&w, 3));
+    ck_assert_int_eq(d.calls, 0);
+    world_teardown(&w);
+}
+END_TEST
+
+/* An oldest callback during which the sibling, read as empty just before,
+ * receives data arriving at AT(150); another account's participant
+ * (`other`) replaces its data with data arriving at AT(155); and this
+ * participant's own data is replaced by data arriving at AT(160). */
+typedef struct batch_part {
+    fake_part base;
+    fake_part *sibling, *other;
+    memq_participation *p;
+    bool armed;
+} batch_part;
+
+static bool batch_oldest(void *self, memq_time *when)
+{
+    batch_part *bp = self;
+    fake_world *w = bp->base.w;
+    if (bp->armed) {
+        bp->armed = false;
+        world_advance_to(w, AT(150));
+        bp->base.hook_rc = part_claim_at(bp->sibling, 100, AT(150));
+        world_advance_to(w, AT(155));
+        bp->other->oldest = AT(155);
+        world_advance_to(w, AT(160));
+    }
+    *when = AT(160);
+    return true;
+}
+
+static memq_reclaim_status batch_reclaim(void *self, const memq_reclaim_request *req)
+{
+    batch_part *bp = self;
+    (void)req;
+    bp->base.calls++;
+    return MEMQ_RECLAIMED_PARTIAL;
+}
+
+START_TEST(test_keys_stay_lower_bounds_when_a_sibling_claims_during_the_batch)
+{
+    static const memq_participant_ops ops = {batch_oldest, batch_reclaim};
+    fake_world w;
+    world_new(&w, 1000, 500);
+    batch_part bp;
+    memset(&bp, 0, sizeof bp);
+    bp.base.w = &w;
+    fake_part sibling, other;
+    memq_account *a = world_account(&w, NULL);
+    ck_assert_int_eq(memq_participant_register(a, &ops, &bp, &bp.p), 0);
+    part_add(&w, &sibling, 2, a); /* read first, while still empty */
+    world_advance_to(&w, AT(100));
+    ck_assert_int_eq(memq_claim(bp.p, 100), 0); /* A enters the index at 100 */
+    world_holder(&w, &other, 3, NULL, AT(120), 800);
+    bp.sibling = &sibling;
+    bp.other = &other;
+    bp.armed = true;
+    /* The crossing, at 140: A (key 100) is asked first, from 140 to 160. */
+    ck_assert_int_eq(part_claim_at(&other, 200, AT(140)), 0);
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    ck_assert_int_eq(bp.base.hook_rc, 0);
+    /* A holds data from 150, older than the other's 155: A goes first. */
+    ck_assert_int_ge(world_call_index(&w, 2), 0);
+    ck_assert(world_call_index(&w, 3) < 0 || world_call_index(&w, 2) < world_call_index(&w, 3));
+    memq_participation_free(bp.p);
+    world_teardown(&w);
+}
+END_TEST
+
+/* The participant in hook_ctx (its account holding only cache) claims
+ * and releases a byte: its account flips back into the running and out.
+ * hook_rc records the most accounts ever set aside at once. */
+static void flip_other_account(fake_part *fp, const memq_reclaim_request *req)
+{
+    (void)req;
+    fake_part *flipper = fp->hook_ctx;
+    if (memq_claim(flipper->p, 1) == 0)
+        memq_release(flipper->p, 1);
+    size_t n = fp->w->t->ep.aside_n;
+    if ((size_t)fp->hook_rc < n)
+        fp->hook_rc = (int)n;
+}
+
+START_TEST(test_an_account_flipping_between_cache_and_claims_takes_one_place_aside)
+{
+    fake_world w;
+    world_init(&w, 100 * KIB, 50 * KIB);
+    w.cfg.cache_max = 4 * KIB;
+    world_start(&w);
+    fake_part flipper, old;
+    world_holder(&w, &flipper, 1, NULL, AT(10), 1);
+    part_release(&flipper, 1); /* holds only cache now */
+    world_holder(&w, &old, 2, NULL, AT(20), 120 * KIB);
+    old.free_per_call = 512; /* a little per round: many rounds */
+    old.hook = flip_other_account;
+    old.hook_ctx = &flipper;
+    (void)world_reclaim(&w);
+    ck_assert_int_gt(old.calls, 20);
+    ck_assert_int_le(old.hook_rc, 2);
+    world_teardown(&w);
+}
+END_TEST
+
+/* The sibling in hook_ctx refills its cache while the round is on. */
+static void sibling_refills(fake_part *fp, const memq_reclaim_request *req)
+{
+    (void)req;
+    fake_part *sibling = fp->hook_ctx;
+    fp->hook_rc = part_claim_at(sibling, 8 * KIB, world_now(fp->w)); /* a refill */
+}
+
+START_TEST(test_a_target_that_refills_during_its_round_still_gives_everything_back)
+{
+    fake_world w;
+    world_init(&w, 100 * KIB, 50 * KIB);
+    w.cfg.cache_max = 4 * KIB;
+    world_start(&w);
+    fake_part first, second;
+    memq_account *a = world_account(&w, NULL);
+    part_add(&w, &second, 1, a);
+    part_add(&w, &first, 2, a); /* asked first */
+    ck_assert_int_eq(part_claim_at(&first, 60 * KIB, AT(10)), 0);
+    ck_assert_int_eq(part_claim_at(&second, 60 * KIB, AT(20)), 0);
+    first.hook = sibling_refills;
+    first.hook_ctx = &second;
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    ck_assert_int_eq(first.hook_rc, 0);
+    ck_assert_uint_eq(second.claimed, 0);
+    /* What the second freed went back to the tracker, not to its cache. */
+    memq_stats st = world_stats(&w);
+    ck_assert_uint_eq(st.cached, 0);
+    world_teardown(&w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reclaim");
@@ -1490,6 +1788,21 @@ int main(void)
     tc = test_case("free");
     tcase_add_test(tc, test_no_callback_runs_after_participation_free_returns);
     tcase_add_test(tc, test_participation_freed_by_a_sibling_callback_is_not_called);
+    suite_add_tcase(s, tc);
+
+    tc = test_case("collapse_notice");
+    tcase_add_test(tc, test_collapse_notifies_every_other_participant_of_the_account_in_the_same_call);
+    tcase_add_test(tc, test_bytes_reclaimed_counts_only_what_participants_gave_back);
+    tcase_add_test(tc, test_a_timed_out_account_notifies_each_of_its_participants);
+    tcase_add_test(tc, test_a_late_collapsing_answer_notifies_the_siblings_at_the_next_call);
+    suite_add_tcase(s, tc);
+
+    tc = test_case("review");
+    tcase_add_test(tc, test_claim_at_racing_an_account_close_leaves_no_account_in_the_index);
+    tcase_add_test(tc, test_victim_that_gave_back_stays_a_candidate_while_a_sibling_claims);
+    tcase_add_test(tc, test_keys_stay_lower_bounds_when_a_sibling_claims_during_the_batch);
+    tcase_add_test(tc, test_an_account_flipping_between_cache_and_claims_takes_one_place_aside);
+    tcase_add_test(tc, test_a_target_that_refills_during_its_round_still_gives_everything_back);
     suite_add_tcase(s, tc);
 
     tc = test_case("budget");

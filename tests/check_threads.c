@@ -11,6 +11,8 @@
 
 #include <pthread.h>
 
+#include "internal.h" /* the age index, to check what it holds */
+
 #define DEADLINE_MS 10000
 
 /* Wait until *flag is non-zero (at most DEADLINE_MS); returns its value. */
@@ -679,6 +681,125 @@ START_TEST(test_second_thread_reclaiming_during_reclamation_gets_eagain)
 }
 END_TEST
 
+/* ----------------------------------------------------------------------
+ * memq_claim_at() racing a close; reconfiguration racing claims
+ * ---------------------------------------------------------------------- */
+
+typedef struct claim_at_race {
+    memq_participation *p;
+    atomic_int started;
+    int unexpected;
+} claim_at_race;
+
+/* Claims old data, one byte at a time, until the account is closed. */
+static void *claim_at_until_closed(void *arg)
+{
+    claim_at_race *r = arg;
+    for (;;) {
+        int rc = memq_claim_at(r->p, 1, memq_now() > 1000 ? memq_now() - 1000 : 0);
+        atomic_store(&r->started, 1);
+        if (rc == MEMQ_ECLOSED)
+            return NULL;
+        if (rc != 0) {
+            r->unexpected++;
+            return NULL;
+        }
+    }
+}
+
+START_TEST(test_claim_at_racing_a_close_never_puts_a_closed_account_in_the_index)
+{
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.max = 1024 * MIB;
+    cfg.cache_max = 0;
+    memq_tracker *t = NULL;
+    ck_assert_int_eq(memq_tracker_new(&t, &cfg), 0);
+    for (int round = 0; round < 200; round++) {
+        memq_account *a = NULL;
+        ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
+        claim_at_race r = {0};
+        static const memq_participant_ops ops = {tpart_oldest, tpart_reclaim};
+        tpart tp;
+        memset(&tp, 0, sizeof tp);
+        ck_assert_int_eq(memq_participant_register(a, &ops, &tp, &r.p), 0);
+        pthread_t owner;
+        ck_assert_int_eq(pthread_create(&owner, NULL, claim_at_until_closed, &r), 0);
+        wait_for(&r.started);
+        memq_account_unref(a); /* the last reference: closes it */
+        pthread_join(owner, NULL);
+        ck_assert_int_eq(r.unexpected, 0);
+        memq_participation_free(r.p); /* the account's memory goes now */
+        pthread_mutex_lock(&t->lock);
+        size_t indexed = t->ages_n;
+        pthread_mutex_unlock(&t->lock);
+        ck_assert_msg(indexed == 0, "round %d: %zu accounts left in the index", round, indexed);
+    }
+    memq_tracker_free(t);
+}
+END_TEST
+
+typedef struct reconfigurer {
+    memq_tracker *t;
+    memq_config cfg;
+    atomic_bool *stop;
+    atomic_long ops;
+    int failures;
+} reconfigurer;
+
+static void *reconfigure_main(void *arg)
+{
+    reconfigurer *r = arg;
+    while (!atomic_load(r->stop)) {
+        if (memq_tracker_reconfigure(r->t, &r->cfg) != 0)
+            r->failures++;
+        atomic_fetch_add(&r->ops, 1);
+    }
+    return NULL;
+}
+
+static memq_time counting_clock(void *ctx)
+{
+    (void)ctx;
+    return memq_now();
+}
+
+/* Run under `make check-tsan`: reconfiguration must not race with what
+ * claims read without the lock (the clock above all). */
+START_TEST(test_reconfigure_racing_claims_is_free_of_data_races)
+{
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.max = 64 * MIB;
+    cfg.cache_max = 0; /* every claim takes the slow path */
+    cfg.clock = counting_clock;
+    memq_tracker *t = NULL;
+    ck_assert_int_eq(memq_tracker_new(&t, &cfg), 0);
+    memq_account *a = NULL;
+    ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
+    static const memq_participant_ops ops = {tpart_oldest, tpart_reclaim};
+    tpart tp;
+    memset(&tp, 0, sizeof tp);
+    memq_participation *p = NULL;
+    ck_assert_int_eq(memq_participant_register(a, &ops, &tp, &p), 0);
+    atomic_bool stop = false;
+    reconfigurer r = {t, cfg, &stop, 0, 0};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, reconfigure_main, &r), 0);
+    wait_at_least(&r.ops, 1);
+    for (int i = 0; i < 20000; i++) {
+        ck_assert_int_eq(memq_claim(p, 100), 0); /* enters the index: reads the clock */
+        memq_release(p, 100);
+    }
+    atomic_store(&stop, true);
+    pthread_join(th, NULL);
+    ck_assert_int_eq(r.failures, 0);
+    memq_participation_free(p);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("threads");
@@ -699,6 +820,11 @@ int main(void)
     tcase_add_test(tc, test_tracker_free_waits_for_a_running_callback);
     tcase_add_test(tc, test_no_callback_runs_after_tracker_free_returns);
     tcase_add_test(tc, test_tracker_free_of_an_idle_reclaim_thread_is_clean);
+    suite_add_tcase(s, tc);
+
+    tc = test_case("races");
+    tcase_add_test(tc, test_claim_at_racing_a_close_never_puts_a_closed_account_in_the_index);
+    tcase_add_test(tc, test_reconfigure_racing_claims_is_free_of_data_races);
     suite_add_tcase(s, tc);
 
     tc = test_case("wakeup");

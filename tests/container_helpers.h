@@ -74,4 +74,44 @@ static inline void count_collapse(void *ctx)
     atomic_fetch_add((atomic_int *)ctx, 1);
 }
 
+/* A minimal participant holding `bytes` of data stamped `stamp`; asked to
+ * reclaim, it releases everything and answers COLLAPSING (its account
+ * closes).  For tests where a container's sibling closes the account. */
+typedef struct collapser {
+    memq_participation *p;
+    size_t bytes;
+    memq_time stamp;
+    int calls;
+} collapser;
+
+static inline bool collapser_oldest(void *self, memq_time *when)
+{
+    collapser *c = self;
+    if (c->bytes == 0)
+        return false;
+    *when = c->stamp;
+    return true;
+}
+
+static inline memq_reclaim_status collapser_reclaim(void *self, const memq_reclaim_request *req)
+{
+    collapser *c = self;
+    (void)req;
+    c->calls++;
+    memq_release(c->p, c->bytes);
+    c->bytes = 0;
+    return MEMQ_RECLAIMED_COLLAPSING;
+}
+
+/* Register c on a and claim `bytes` stamped `stamp`. */
+static inline void collapser_start(collapser *c, memq_account *a, size_t bytes, memq_time stamp)
+{
+    static const memq_participant_ops ops = {collapser_oldest, collapser_reclaim};
+    c->bytes = bytes;
+    c->stamp = stamp;
+    c->calls = 0;
+    ck_assert_int_eq(memq_participant_register(a, &ops, c, &c->p), 0);
+    ck_assert_int_eq(memq_claim(c->p, bytes), 0);
+}
+
 #endif /* CONTAINER_HELPERS_H */

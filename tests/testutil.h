@@ -189,8 +189,8 @@ struct fake_part {
     size_t claimed;
 
     /* How reclaim() answers: PARTIAL releases up to free_per_call bytes
-     * (SIZE_MAX: everything) first; COLLAPSING drops the record (the
-     * library forgets the account's memory); PENDING does nothing. */
+     * (SIZE_MAX: everything) first; COLLAPSING releases everything first;
+     * PENDING does nothing. */
     memq_reclaim_status answer;
     size_t free_per_call;
     /* Runs first inside reclaim(); may free, unref, claim... */
@@ -203,6 +203,11 @@ struct fake_part {
     int calls;
     int oldest_calls;
     memq_reclaim_request last_req;
+    /* Notices (req->closed: the account was closed by reclamation) among
+     * the calls.  On a notice the participant frees everything it holds,
+     * as a real one does, unless ignore_notice is set. */
+    int notices;
+    bool ignore_notice;
 };
 
 static _Thread_local int testutil_clock_depth;
@@ -357,6 +362,15 @@ static inline memq_reclaim_status fake_reclaim(void *self, const memq_reclaim_re
         sleep_ms(fp->sleep_ms_in_reclaim);
     if (fp->hook)
         fp->hook(fp, req);
+    if (req->closed) {
+        fp->notices++;
+        if (!fp->ignore_notice && fp->p && !fp->freed && fp->claimed > 0) {
+            memq_release(fp->p, fp->claimed);
+            fp->claimed = 0;
+            fp->has_data = false;
+        }
+        return MEMQ_RECLAIMED_COLLAPSING;
+    }
     memq_reclaim_status answer = fp->answer;
     if (answer == MEMQ_RECLAIMED_PARTIAL) {
         size_t n = fp->free_per_call < fp->claimed ? fp->free_per_call : fp->claimed;
@@ -367,6 +381,9 @@ static inline memq_reclaim_status fake_reclaim(void *self, const memq_reclaim_re
         if (fp->claimed == 0)
             fp->has_data = false;
     } else if (answer == MEMQ_RECLAIMED_COLLAPSING) {
+        /* Tearing down: it frees everything and says so first. */
+        if (fp->claimed > 0 && fp->p && !fp->freed)
+            memq_release(fp->p, fp->claimed);
         fp->claimed = 0;
         fp->has_data = false;
     }

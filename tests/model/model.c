@@ -26,7 +26,11 @@
  *    victim; the request's `want` is used - low_water and `older_than` is
  *    no newer than any other candidate's data;
  *  - no callback reaches a freed participation or a closed account, and a
- *    PENDING answer is never asked again while outstanding;
+ *    PENDING answer is never asked again while outstanding, except the
+ *    notice (req->closed) that every participant of an account closed by
+ *    reclamation (a COLLAPSING answer, a timeout) gets, once, but the one
+ *    that answered COLLAPSING: all of them before the reclaim call that
+ *    runs the episode returns 0;
  *  - closed accounts refuse claims (MEMQ_ECLOSED), a shut-down tracker's
  *    handles refuse them with MEMQ_ESHUTDOWN; ids are never reused and
  *    memq_account_find() is a weak reference;
@@ -52,30 +56,7 @@
 #include <time.h>
 #include <unistd.h>
 
-/* ======================================================================
- * A deterministic real clock
- *
- * The library measures its reclaim budget with CLOCK_MONOTONIC.  While a
- * run is in progress, this thread's reads of it advance by MM_RT_STEP ns
- * each, so a budget of 1 us allows about ten reads, always the same ones.
- * Other threads and other clocks see the real time.
- * ====================================================================== */
-
-#define MM_RT_STEP 100u
-
-static _Thread_local bool mm_rt_on;
-static _Thread_local uint64_t mm_rt_now;
-
-int clock_gettime(clockid_t id, struct timespec *ts)
-{
-    if (mm_rt_on && id == CLOCK_MONOTONIC) {
-        mm_rt_now += MM_RT_STEP;
-        ts->tv_sec = (time_t)(mm_rt_now / 1000000000u);
-        ts->tv_nsec = (long)(mm_rt_now % 1000000000u);
-        return 0;
-    }
-    return (int)syscall(SYS_clock_gettime, id, ts);
-}
+#include "../det_clock.h" /* the budget, repeatable: see there */
 
 /* ======================================================================
  * The model's data
@@ -137,6 +118,7 @@ typedef struct mm_part {
     bool pending;     /* the library holds a PENDING answer of ours */
     memq_time deadline;
     bool awaiting; /* answered PENDING and has not completed (its own view) */
+    bool owed;     /* its account was closed by reclamation: a notice is due */
     int early;     /* B_DONE_INSIDE: the answer it gave with memq_reclaim_done() */
     memq_reclaim_request req;
 } mm_part;
@@ -410,14 +392,29 @@ static void close_account(mm *m, int a)
     x->parents = 0;
 }
 
-/* A COLLAPSING answer or a timeout: counted if the account was open. */
-static void collapse_account(mm *m, int a)
+/* A COLLAPSING answer (by `answerer`, which knows) or a timeout
+ * (answerer NULL): counted if the account was open; every other
+ * participant of it is owed a notice. */
+static void collapse_account(mm *m, int a, const mm_part *answerer)
 {
     if (m->acc[a].closed)
         return;
     m->exp_collapsed++;
     m->res->collapses++;
+    for (int i = 0; i < m->npart; i++) {
+        mm_part *p = &m->part[i];
+        if (p->registered && p->acc == a && p != answerer)
+            p->owed = true;
+    }
     close_account(m, a);
+}
+
+static bool any_owed(const mm *m)
+{
+    for (int i = 0; i < m->npart; i++)
+        if (m->part[i].registered && m->part[i].owed)
+            return true;
+    return false;
 }
 
 /* ======================================================================
@@ -489,6 +486,7 @@ static void free_part(mm *m, mm_part *p)
     p->registered = false;
     p->pending = false;
     p->awaiting = false;
+    p->owed = false;
     chunks_clear(p);
 }
 
@@ -774,11 +772,33 @@ static memq_reclaim_status behave(mm *m, mm_part *p, const memq_reclaim_request 
     }
 }
 
+/* The account was closed by reclamation: free everything (a participant
+ * that frees nothing when asked frees nothing here either). */
+static memq_reclaim_status mm_notice(mm *m, mm_part *p, const memq_reclaim_request *req)
+{
+    CHECK(m, p->registered, "notice for p%d after it was freed", p->idx);
+    CHECK(m, m->acc[p->acc].closed, "notice for p%d of open account a%d", p->idx, p->acc);
+    CHECK(m, p->owed, "notice for p%d, told already or never owed one", p->idx);
+    CHECK(m, req->want == p->lib_claimed && req->older_than == MEMQ_TIME_MAX,
+          "notice for p%d: want %zu older_than %" PRIu64 ", expected %zu and MEMQ_TIME_MAX",
+          p->idx, req->want, req->older_than, p->lib_claimed);
+    CHECK(m, m->depth > 0, "notice outside memq_tracker_reclaim()");
+    trace(m, "  notice p%d of a%d (%zu claimed)", p->idx, p->acc, p->lib_claimed);
+    p->owed = false;
+    if (p->behaviour != B_NONE && p->lib_claimed > 0) {
+        memq_release(p->h, p->lib_claimed);
+        p->lib_claimed = 0;
+    }
+    return MEMQ_RECLAIMED_COLLAPSING; /* ignored */
+}
+
 static memq_reclaim_status mm_reclaim(void *self, const memq_reclaim_request *req)
 {
     mm_part *p = self;
     mm *m = p->m;
     m->res->callbacks++;
+    if (req->closed)
+        return mm_notice(m, p, req);
     CHECK(m, p->registered, "reclaim() called for p%d after it was freed", p->idx);
     CHECK(m, !m->acc[p->acc].closed, "reclaim() called for p%d of closed account a%d", p->idx,
           p->acc);
@@ -801,7 +821,7 @@ static memq_reclaim_status mm_reclaim(void *self, const memq_reclaim_request *re
     /* What the library does with the answer once the callback returns. */
     if (!p->registered) {
         if (st == MEMQ_RECLAIMED_COLLAPSING)
-            collapse_account(m, acc);
+            collapse_account(m, acc, p);
     } else if (m->acc[acc].closed) {
         /* its account closed meanwhile: the answer is dropped */
     } else if (st == MEMQ_RECLAIM_PENDING) {
@@ -809,7 +829,7 @@ static memq_reclaim_status mm_reclaim(void *self, const memq_reclaim_request *re
         p->deadline = m->clock + (memq_time)m->timeout_ms * MS;
         m->res->pendings++;
     } else if (st == MEMQ_RECLAIMED_COLLAPSING) {
-        collapse_account(m, acc);
+        collapse_account(m, acc, p);
     } else if (st == MEMQ_RECLAIMED_PARTIAL) {
         m->exp_partial++;
     } else {
@@ -882,7 +902,7 @@ static int do_reclaim(mm *m)
             m->exp_timeouts++;
             m->res->timeouts++;
             p->pending = false;
-            collapse_account(m, p->acc);
+            collapse_account(m, p->acc, NULL); /* it is told too */
         }
     }
     if (!m->unlimited)
@@ -925,6 +945,7 @@ static int do_reclaim(mm *m)
             CHECK(m, after.used <= m->max, "reclaim returned 0 with used %zu > max %zu",
                   after.used, m->max);
         }
+        CHECK(m, !any_owed(m), "reclaim returned 0 with notices still owed");
         m->episode_open = false;
         m->wanted = false;
         for (int i = 0; i < m->npart; i++)
@@ -1207,7 +1228,7 @@ static void complete(mm *m, mm_part *p, unsigned how)
         return; /* ignored */
     p->pending = false;
     if (st == MEMQ_RECLAIMED_COLLAPSING)
-        collapse_account(m, p->acc);
+        collapse_account(m, p->acc, p);
     else if (st == MEMQ_RECLAIMED_PARTIAL)
         m->exp_partial++;
     else {
@@ -1646,8 +1667,8 @@ static void run(mm *m, size_t max_steps)
         op_table_init();
         table_ready = true;
     }
-    mm_rt_on = true;
-    mm_rt_now = (uint64_t)1 << 40;
+    det_clock_on = true;
+    det_clock_now = (uint64_t)1 << 40;
     m->clock = 1000 * 1000 * MS;
     m->devnull = fopen("/dev/null", "w");
 
@@ -1685,7 +1706,7 @@ static void run(mm *m, size_t max_steps)
 out:
     if (m->devnull != NULL)
         fclose(m->devnull);
-    mm_rt_on = false;
+    det_clock_on = false;
 }
 
 static void options_apply(mm *m)
