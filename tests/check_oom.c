@@ -19,6 +19,7 @@
 #include <memquota.h>
 
 #include "det_clock.h" /* every run makes the same allocations */
+#include "internal.h"  /* the state a failed claim must leave as it was */
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -404,12 +405,61 @@ START_TEST(test_interposition_sees_the_library_allocations)
 }
 END_TEST
 
+static bool no_data(void *self, memq_time *when)
+{
+    (void)self;
+    (void)when;
+    return false;
+}
+
+static memq_reclaim_status give_nothing(void *self, const memq_reclaim_request *req)
+{
+    (void)self;
+    (void)req;
+    return MEMQ_RECLAIMED_PARTIAL;
+}
+
+START_TEST(test_a_claim_without_memory_for_its_index_entry_changes_nothing)
+{
+    static const memq_participant_ops ops = {no_data, give_nothing};
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.max = 1024 * KIB;
+    cfg.cache_max = 4 * KIB;
+    memq_tracker *t = NULL;
+    memq_account *a = NULL;
+    memq_participation *p = NULL;
+    ck_assert_int_eq(memq_tracker_new(&t, &cfg), 0);
+    ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
+    ck_assert_int_eq(memq_participant_register(a, &ops, NULL, &p), 0);
+    for (int at = 0; at < 2; at++) {
+        fail_at = 1; /* the index's first entry cannot be allocated */
+        fail_after = false;
+        counted = 0;
+        int rc = at ? CALL(memq_claim_at(p, 100, 1)) : CALL(memq_claim(p, 100));
+        fail_at = 0;
+        ck_assert_int_eq(rc, MEMQ_ENOMEM);
+        ck_assert_uint_eq(atomic_load(&p->claimed), 0);
+        ck_assert_uint_eq(p->cache, 0);
+        ck_assert_uint_eq(atomic_load(&p->charged), 0);
+        ck_assert_uint_eq(atomic_load(&a->charged), 0);
+        ck_assert_uint_eq(a->slot, 0);
+        ck_assert_uint_eq(memq_tracker_used(t), 0);
+    }
+    ck_assert_int_eq(memq_claim(p, 100), 0); /* with memory, it goes through */
+    memq_participation_free(p);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("oom");
     TCase *tc = tcase_create("sweep");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, test_interposition_sees_the_library_allocations);
+    tcase_add_test(tc, test_a_claim_without_memory_for_its_index_entry_changes_nothing);
     tcase_add_test(tc, test_every_function_survives_the_nth_allocation_failing);
     tcase_add_test(tc, test_every_function_survives_all_allocations_failing_from_the_nth);
     suite_add_tcase(s, tc);
