@@ -285,6 +285,10 @@ MEMQ_EXPORT memq_time memq_tracker_now(const memq_tracker *t);
  * index keyed by a lower bound of their data's age (see memq_claim_at());
  * a victim is the account on top whose fresh age keeps it there, so the
  * first one is found after a few checks, however many accounts there are.
+ * When reclamation closes an account (a COLLAPSING answer, a timeout,
+ * also one given through memq_reclaim_done() between calls), its other
+ * participants are told (memq_participant_ops.reclaim with req->closed)
+ * before any other work: the tracker stops counting their memory at once.
  * Returns 0 when nothing more is needed: used <= max and no episode runs,
  * or the episode just ended (at low water, or stopped because nothing
  * reclaimable was left: logged and counted as an unreclaimable event).
@@ -321,8 +325,11 @@ typedef struct memq_stats {
     uint64_t accounts_reclaimed;   /* victims: accounts sent a reclaim round */
     uint64_t accounts_collapsed;   /* accounts closed by a COLLAPSING answer or timeout */
     uint64_t partial_reclaims;     /* PARTIAL answers */
-    /* Claims the victims gave up, measured over each round, plus what an
-     * account claimed when a late answer or a timeout collapses it. */
+    /* Claims participants released when asked: over each reclaim callback
+     * (whatever other participants claimed meanwhile), by a late answer
+     * (memq_reclaim_done) or before a timeout, and over each notice of a
+     * closed account.  What a participant keeps is not counted, even when
+     * its account's collapse made the tracker forget it. */
     uint64_t bytes_reclaimed;
     uint64_t reclaim_ns_total;     /* real time spent in reclamation */
     uint64_t episode_ns_max;       /* longest episode, crossing to end */
@@ -481,7 +488,10 @@ typedef struct memq_participant_ops {
     bool (*oldest)(void *self, memq_time *when);
     /* Give memory back (see memq_reclaim_status).  Memory freed must be
      * released with memq_release() before the answer is given.  Any other
-     * value is counted as misuse and treated as PARTIAL. */
+     * value is counted as misuse and treated as PARTIAL.  Also called, once,
+     * with req->closed true when reclamation closed the participant's
+     * account (another participant's COLLAPSING answer, or a reclaim
+     * timeout): then free and release everything; the answer is ignored. */
     memq_reclaim_status (*reclaim)(void *self, const memq_reclaim_request *req);
 } memq_participant_ops;
 
@@ -512,12 +522,16 @@ MEMQ_EXPORT int memq_participant_register(memq_account *a, const memq_participan
  * memq_claim_at()). */
 MEMQ_EXPORT int memq_claim(memq_participation *p, size_t n);
 
-/* memq_claim() for data older than the claim: data that arrived at `when`
- * and is claimed only now, such as cells moved from another account's
- * queue with their stamps.  Victim selection assumes that what an account
- * claims is no older than the claim (or than the oldest data it last
- * reported); this tells it otherwise.  Takes the tracker's lock.  Returns
- * what memq_claim() returns. */
+/* memq_claim() for data stamped `when`: data that arrived then and is
+ * claimed only now, such as cells moved from another account's queue with
+ * their stamps, or a container's data stamped just before the claim.
+ * Victim selection assumes that what an account claims is no older than
+ * the claim (or than the oldest data it last reported); this gives it the
+ * data's own time instead.  Served from the cache without a lock, as
+ * memq_claim(), while `when` is no older than the account's key in the age
+ * index (a lower bound of its data's age); otherwise it takes the
+ * tracker's lock and files `when`, in the same step as the claim.
+ * Returns what memq_claim() returns. */
 MEMQ_EXPORT int memq_claim_at(memq_participation *p, size_t n, memq_time when);
 
 /* Report that the participant freed n bytes.  Cannot fail: releasing more

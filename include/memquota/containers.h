@@ -8,11 +8,13 @@
  *
  * Common rules:
  *  - A container does not hold a reference to its account.  It keeps
- *    working while the account is open; once the account is closed other
- *    than by the container's own answer (its last reference dropped, a
- *    sibling participant's COLLAPSING answer, a reclaim timeout, or the
- *    tracker shut down), the container collapses at its next push, pop,
- *    add or drain, exactly as if it had been reclaimed.
+ *    working while the account is open.  When reclamation closes the
+ *    account (a sibling participant's COLLAPSING answer, or a reclaim
+ *    timeout), the container is told in the same reclamation call and
+ *    collapses there, exactly as if it had been reclaimed, even if its
+ *    owner never touches it again (a stalled reader).  When the account
+ *    is closed otherwise (its last reference dropped, the tracker shut
+ *    down), the container collapses at its next push, pop, add or drain.
  *  - Collapsing frees every item (or byte) the container holds, releases
  *    its claim, marks it closed and then calls on_collapse(ctx) once, on
  *    the thread that collapsed it (the tracker's reclaiming thread, or the
@@ -102,7 +104,8 @@ MEMQ_EXPORT void *memq_queue_pop(memq_queue *q);
 MEMQ_EXPORT size_t memq_queue_len(const memq_queue *q);
 
 /* True once the queue has collapsed (true for NULL).  A queue whose account
- * was closed some other way reports false until its next push or pop. */
+ * was closed other than by reclamation (last unref, tracker shutdown)
+ * reports false until its next push or pop. */
 MEMQ_EXPORT bool memq_queue_closed(const memq_queue *q);
 
 /* Unregister the queue, free every item still held with free_item (oldest
@@ -174,8 +177,8 @@ MEMQ_EXPORT size_t memq_buf_allocated(const memq_buf *b);
 MEMQ_EXPORT bool memq_buf_oldest(const memq_buf *b, memq_time *when);
 
 /* True once the buffer has collapsed (true for NULL).  A buffer whose
- * account was closed some other way reports false until its next add or
- * drain. */
+ * account was closed other than by reclamation (last unref, tracker
+ * shutdown) reports false until its next add or drain. */
 MEMQ_EXPORT bool memq_buf_closed(const memq_buf *b);
 
 /* Unregister the buffer and free it with everything it holds; on_collapse
