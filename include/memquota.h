@@ -396,7 +396,8 @@ enum { MEMQ_DUMP_TEXT = 0, MEMQ_DUMP_JSON = 1, MEMQ_DUMP_PROMETHEUS = 2 };
  * parents by id; PROMETHEUS, the text exposition format (memq_* metrics,
  * one memq_account_used_bytes sample per account).  Each account shows its
  * id, name, claimed bytes, participants and the age of its oldest data as
- * last reported to reclamation (omitted, or null in JSON, before that).
+ * last known to reclamation, a lower bound (omitted, or null in JSON,
+ * before it was first asked).
  * Dumps call no participant callback.
  * The snapshot is taken under the lock and written after it is dropped.
  * Returns 0; MEMQ_EINVAL for NULL arguments or an unknown format;

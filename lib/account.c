@@ -17,6 +17,16 @@ bool memq__account_valid(const memq_account *a)
     return a != NULL && a->magic == MEMQ_MAGIC_ACCOUNT;
 }
 
+/* The spin lock's contended path, out of line so that taking it stays one
+ * exchange inline.  Yields: the holder may be descheduled. */
+void memq__spin_wait(memq_account *a)
+{
+    do {
+        while (atomic_load_explicit(&a->spin, memory_order_relaxed))
+            sched_yield();
+    } while (atomic_exchange_explicit(&a->spin, true, memory_order_acquire));
+}
+
 /* ======================================================================
  * Parent and child lists
  *
@@ -121,7 +131,13 @@ static void unlink_child(memq_account *parent, uint32_t i)
 bool memq__account_walk(memq_account *a, void (*fn)(memq_account *, void *), void *arg)
 {
     memq_tracker *t = a->tracker;
-    uint64_t mark = ++t->visit;
+    uint32_t mark = ++t->visit;
+    if (mark == 0) {
+        /* The marks wrapped (once in 2^32 walks): forget them all. */
+        for (memq_account *x = t->accounts; x != NULL; x = x->hh.next)
+            x->visit = 0;
+        mark = t->visit = 1;
+    }
     memq_account_list *stack = NULL;
     if (!list_reserve(&stack))
         return false;

@@ -20,10 +20,11 @@
  * data.
  *
  * An account can also be set aside for the rest of an episode (keyed
- * MEMQ_TIME_MAX in the heap, its key kept in the aside list): the round's
- * victim, one that gave nothing back, one found holding only cache.  Each
- * account has at most one place aside (a->aside), so the list never holds
- * more than the index.  The episode's end gives every key back.
+ * MEMQ_TIME_MAX in the heap, the key it gets back kept in a->oldest_seen):
+ * the round's victim, one that gave nothing back, one found holding only
+ * cache.  The episode's aside list holds each account at most once
+ * (a->listed), however often it is set aside and comes back, and pins it
+ * until the episode ends, which gives every key back.
  *
  * a->key_hint mirrors the account's key for memq_claim_at(), which may
  * then claim without the lock when its data is no older than the key: it
@@ -103,7 +104,7 @@ void memq__ages_rekey(memq_tracker *t, memq_account *a, memq_time key)
     size_t i = a->slot - 1;
     memq_time old = t->ages[i].key;
     t->ages[i].key = key;
-    set_hint(a, a->aside != 0 ? MEMQ_TIME_MAX : key);
+    set_hint(a, a->aside ? MEMQ_TIME_MAX : key);
     if (key < old)
         sift_up(t, i);
     else
@@ -114,20 +115,10 @@ void memq__ages_rekey(memq_tracker *t, memq_account *a, memq_time key)
  * Aside for the rest of an episode
  * ====================================================================== */
 
-static void aside_remove(memq_tracker *t, memq_account *a)
-{
-    memq_episode *ep = &t->ep;
-    size_t i = a->aside - 1;
-    a->aside = 0;
-    ep->aside[i] = ep->aside[--ep->aside_n];
-    if (i < ep->aside_n)
-        ep->aside[i].a->aside = (uint32_t)(i + 1);
-}
-
 bool memq__aside_reserve(memq_tracker *t)
 {
     memq_episode *ep = &t->ep;
-    memq_aside *v = memq__room_for_one(ep->aside, ep->aside_n, &ep->aside_cap, sizeof *v, 16);
+    memq_account **v = memq__room_for_one(ep->aside, ep->aside_n, &ep->aside_cap, sizeof *v, 16);
     if (v == NULL)
         return false;
     ep->aside = v;
@@ -139,31 +130,39 @@ void memq__set_aside(memq_tracker *t, memq_account *a, memq_time key)
     memq_episode *ep = &t->ep;
     if (a->slot == 0)
         return;
-    if (a->aside != 0) {
-        ep->aside[a->aside - 1].key = key;
-    } else {
+    if (!a->listed) {
         if (ep->aside_n == ep->aside_cap)
             return; /* the caller reserved room; without it, a stays in the running */
-        ep->aside[ep->aside_n++] = (memq_aside){a, key};
-        a->aside = (uint32_t)ep->aside_n;
+        ep->aside[ep->aside_n++] = a;
+        a->listed = 1;
+        a->pins++; /* the list's: a may close and be unreffed meanwhile */
     }
+    a->oldest_seen = key; /* the key it gets back */
+    a->aside = 1;
     memq__ages_rekey(t, a, MEMQ_TIME_MAX);
 }
 
 void memq__restore(memq_tracker *t, memq_account *a)
 {
-    if (a->aside == 0)
+    if (!a->aside)
         return;
-    memq_time key = t->ep.aside[a->aside - 1].key;
-    aside_remove(t, a);
-    a->dropped = false; /* its gates may stay on offer: harmless */
-    memq__ages_rekey(t, a, key);
+    a->aside = 0;
+    a->dropped = 0; /* its gates may stay on offer: harmless */
+    if (a->slot != 0)
+        memq__ages_rekey(t, a, a->oldest_seen);
 }
 
 void memq__restore_all(memq_tracker *t)
 {
-    while (t->ep.aside_n > 0)
-        memq__restore(t, t->ep.aside[t->ep.aside_n - 1].a);
+    memq_episode *ep = &t->ep;
+    for (size_t i = 0; i < ep->aside_n; i++) {
+        memq_account *a = ep->aside[i];
+        memq__restore(t, a);
+        a->listed = 0;
+        a->pins--;
+        memq__account_maybe_free(a);
+    }
+    ep->aside_n = 0;
 }
 
 /* ======================================================================
@@ -172,9 +171,8 @@ void memq__restore_all(memq_tracker *t)
 
 void memq__ages_leave(memq_tracker *t, memq_account *a)
 {
-    if (a->aside != 0)
-        aside_remove(t, a);
-    a->dropped = false;
+    a->aside = 0; /* (still listed, if it was: the list ends with the episode) */
+    a->dropped = 0;
     set_hint(a, MEMQ_TIME_MAX);
     if (a->slot == 0)
         return;
@@ -201,14 +199,13 @@ void memq__ages_claimed(memq_tracker *t, memq_account *a, memq_time when)
         t->ages[t->ages_n++] = (memq_age){when, a};
         set_hint(a, when);
         sift_up(t, t->ages_n - 1);
-    } else if (a->aside != 0) {
-        memq_aside *e = &t->ep.aside[a->aside - 1];
-        if (when < e->key)
-            e->key = when; /* the key it gets back */
+    } else if (a->aside) {
+        if (when < a->oldest_seen)
+            a->oldest_seen = when; /* the key it gets back */
         if (a->dropped)
             memq__restore(t, a); /* it holds claims again: back in the running */
     } else if (when < t->ages[a->slot - 1].key) {
         memq__ages_rekey(t, a, when);
     }
-    a->dropped = false;
+    a->dropped = 0;
 }

@@ -69,16 +69,6 @@ struct memq_participation {
     /* What memq_reclaim_done() said during the reclaim callback, or
      * MEMQ_RECLAIM_PENDING for nothing yet. */
     signed char early_answer;
-    /* A target of the round in progress (or of a PENDING answer): its
-     * cache_limit stays 0, so what it frees goes back to the tracker even
-     * if it refills meanwhile.  Written under the lock and the account's
-     * spin lock; read under either. */
-    bool asked;
-    /* Reclamation's own marks, under the lock (read_empty: by the
-     * reclaimer during a batch): read as holding no claims in the last
-     * batch; told that its account was closed by reclamation. */
-    bool read_empty;
-    unsigned char noticed;
     uint32_t magic;
 
     /* claimed + cache, as counted in the tracker: written under the
@@ -91,6 +81,16 @@ struct memq_participation {
     void *self;
     memq_participation *prev, *next; /* in the account's list */
     unsigned refs;                   /* owner + reclaimer snapshots */
+    /* A target of the round in progress (or of a PENDING answer): its
+     * cache_limit stays 0, so what it frees goes back to the tracker even
+     * if it refills meanwhile.  Written under the lock and the account's
+     * spin lock; read under either. */
+    bool asked;
+    /* Reclamation's own marks, under the lock (read_empty: by the
+     * reclaimer during a batch): read as holding no claims in the last
+     * batch; told that its account was closed by reclamation. */
+    bool read_empty;
+    unsigned char noticed;
 };
 
 /* ======================================================================
@@ -134,23 +134,30 @@ struct memq_account {
     /* Its key in the age index, for memq_claim_at() without the lock;
      * MEMQ_TIME_MAX when out of the index or set aside (ages.c). */
     _Atomic memq_time key_hint;
-    memq_time oldest_seen;    /* as last reported to reclamation, or MEMQ_TIME_MAX */
-    uint64_t visit;           /* traversal mark (t->visit) */
-    uint32_t pins;            /* participation structs that point here */
+    union {
+        /* Open: the age of its oldest data as last known to reclamation
+         * (a lower bound: what it reported, or the key it gets back when
+         * set aside), or MEMQ_TIME_MAX. */
+        memq_time oldest_seen;
+        /* Closed by reclamation: the next account in the tracker's notice
+         * list (reclaim.c). */
+        memq_account *notice_next;
+    };
+    uint32_t visit;           /* traversal mark (t->visit) */
+    uint32_t pins;            /* participation structs (and lists) that point here */
     uint32_t slot;            /* 1 + its index in t->ages; 0: not there */
-    uint32_t aside;           /* 1 + its index in t->ep.aside; 0: not there */
-    bool closed;
     /* Guards charged, with the participations' charged and gates, for the
      * refills and returns that go through a stock without the tracker's
      * lock; taken after the tracker's lock when both are. */
     _Atomic bool spin;
-    /* Found holding only cache: set aside, its gates on offer, until one of
-     * its participants claims or the episode ends. */
-    bool dropped;
-    /* Closed by reclamation, its participants not all told yet: in the
-     * tracker's notice list (pinned while there). */
-    bool notice_queued;
-    memq_account *notice_next;
+    bool closed;
+    /* Under the lock.  dropped: found holding only cache, set aside, its
+     * gates on offer, until one of its participants claims or the episode
+     * ends.  aside: set aside for the episode (ages.c); listed: in the
+     * episode's aside list (pinned there until the episode ends).
+     * notice_queued: closed by reclamation, its participants not all told
+     * yet, in the tracker's notice list (pinned while there). */
+    unsigned char dropped : 1, aside : 1, listed : 1, notice_queued : 1;
     UT_hash_handle hh; /* t->accounts, by id, while open */
 };
 
@@ -171,12 +178,6 @@ typedef struct memq_candidate {
     uint64_t id;
 } memq_candidate;
 
-/* An account set aside for the rest of an episode, with the key it gets
- * back (ages.c). */
-typedef struct memq_aside {
-    memq_account *a;
-    memq_time key;
-} memq_aside;
 
 typedef struct memq_snapshot {
     memq_participation **items; /* each holds a reference */
@@ -194,10 +195,11 @@ typedef struct memq_episode {
     bool pressure; /* started or joined by a pressure report: ends lower */
     bool waiting;    /* the last call returned waiting for PENDING answers */
     uint64_t start_ns; /* real clock */
-    /* Accounts keyed MEMQ_TIME_MAX in t->ages until the episode ends: the
-     * round's victim, those that gave nothing back, those found holding
-     * only cache; each once (memq_account.aside). */
-    memq_aside *aside;
+    /* Accounts set aside in this episode (keyed MEMQ_TIME_MAX in t->ages
+     * until their key comes back): the round's victim, those that gave
+     * nothing back, those found holding only cache.  Each once (listed),
+     * pinned until the episode ends. */
+    memq_account **aside;
     size_t aside_n, aside_cap;
     memq_snapshot scratch; /* one account's participants, while re-checked */
     /* The round in progress: the victim's and descendants' participations. */
@@ -263,7 +265,7 @@ struct memq_tracker {
     memq_age *ages;
     size_t ages_n, ages_cap;
     uint64_t next_id;
-    uint64_t visit;
+    uint32_t visit;
     /* List entries visited to link and unlink accounts: what a test
      * counts to prove that closing stays linear. */
     uint64_t link_steps;
@@ -338,12 +340,39 @@ size_t memq__used(const memq_tracker *t);
  * shutdown, reconfiguration): allow refills and returns without the lock,
  * or not; folds the slices when their batch shrinks. */
 void memq__lockfree_update(memq_tracker *t);
+/* The calling thread's slice, 1 + its index (0: none yet); chosen once,
+ * round robin.  initial-exec: a plain %fs-relative load, not a
+ * __tls_get_addr call (which cost more than the rest of a refill). */
+extern _Thread_local unsigned memq__my_slice __attribute__((tls_model("initial-exec")));
+unsigned memq__pick_slice(void);
+
 /* Add delta (modulo 2^64) to the calling thread's slice; fold it into used
- * if it drifted beyond +-batch.  Returns what it folded, or 0. */
-size_t memq__slice_add(memq_tracker *t, size_t delta);
+ * if it drifted beyond +-batch.  Returns what it folded, or 0.  Inline:
+ * it is most of a refill without the lock. */
+static inline size_t memq__slice_add(memq_tracker *t, size_t delta)
+{
+    unsigned i = memq__my_slice != 0 ? memq__my_slice : memq__pick_slice();
+    memq_slice *s = &t->lockfree.slices[i - 1];
+    size_t v = atomic_fetch_add_explicit(&s->bytes, delta, memory_order_relaxed) + delta;
+    size_t batch = atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed);
+    if (v <= batch || v >= (size_t)0 - batch)
+        return 0;
+    atomic_fetch_add_explicit(&t->used, v, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&s->bytes, v, memory_order_relaxed);
+    return v;
+}
+
 /* Whether a refill of `charge` without the lock cannot cross max, however
- * full the slices are. */
-bool memq__far_below_max(const memq_tracker *t, size_t charge);
+ * full the slices are (each holds at most batch until it folds).  used
+ * alone goes below 0 when closes forget charges still in slices. */
+static inline bool memq__far_below_max(const memq_tracker *t, size_t charge)
+{
+    size_t max = atomic_load_explicit(&t->lockfree.max, memory_order_relaxed);
+    size_t reach =
+        MEMQ_SLICES * atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed) + charge;
+    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
+    return max >= reach && (used > SIZE_MAX / 2 || used <= max - reach);
+}
 
 /* Raise the peak to a total seen. */
 static inline void memq__peak(memq_tracker *t, size_t used)
@@ -367,11 +396,11 @@ static inline void memq__used_sub(memq_tracker *t, size_t n)
 }
 
 /* An account's spin lock: held for a few loads and stores. */
+void memq__spin_wait(memq_account *a);
 static inline void memq__spin_lock(memq_account *a)
 {
-    while (atomic_exchange_explicit(&a->spin, true, memory_order_acquire))
-        while (atomic_load_explicit(&a->spin, memory_order_relaxed))
-            sched_yield();
+    if (atomic_exchange_explicit(&a->spin, true, memory_order_acquire))
+        memq__spin_wait(a);
 }
 
 static inline void memq__spin_unlock(memq_account *a)

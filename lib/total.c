@@ -63,10 +63,6 @@ size_t memq__used(const memq_tracker *t)
  * Slices
  * ====================================================================== */
 
-static _Atomic unsigned next_slice;
-/* initial-exec: a plain %fs-relative load, not a __tls_get_addr call. */
-static _Thread_local unsigned my_slice __attribute__((tls_model("initial-exec"))); /* 1 + index */
-
 /* Move everything the slices hold into used.  The exchange and the add
  * are two steps, but the sum stays exact throughout: a thread folding its
  * own slice meanwhile adds to used what it then takes from the slice. */
@@ -102,28 +98,12 @@ void memq__lockfree_update(memq_tracker *t)
         fold_all(t);
 }
 
-size_t memq__slice_add(memq_tracker *t, size_t delta)
+_Atomic unsigned memq__next_slice;
+_Thread_local unsigned memq__my_slice;
+unsigned memq__pick_slice(void)
 {
-    if (my_slice == 0)
-        my_slice = 1 + atomic_fetch_add_explicit(&next_slice, 1, memory_order_relaxed) % MEMQ_SLICES;
-    memq_slice *s = &t->lockfree.slices[my_slice - 1];
-    size_t v = atomic_fetch_add_explicit(&s->bytes, delta, memory_order_relaxed) + delta;
-    size_t batch = atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed);
-    if (v <= batch || v >= (size_t)0 - batch)
-        return 0;
-    atomic_fetch_add_explicit(&t->used, v, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&s->bytes, v, memory_order_relaxed);
-    return v;
-}
-
-bool memq__far_below_max(const memq_tracker *t, size_t charge)
-{
-    size_t max = atomic_load_explicit(&t->lockfree.max, memory_order_relaxed);
-    size_t reach =
-        MEMQ_SLICES * atomic_load_explicit(&t->lockfree.batch, memory_order_relaxed) + charge;
-    /* (used alone goes below 0 when closes forget charges still in slices.) */
-    size_t used = atomic_load_explicit(&t->used, memory_order_relaxed);
-    return max >= reach && (negative(used) || used <= max - reach);
+    memq__my_slice = 1 + atomic_fetch_add_explicit(&memq__next_slice, 1, memory_order_relaxed) % MEMQ_SLICES;
+    return memq__my_slice;
 }
 
 /* ======================================================================

@@ -1263,6 +1263,136 @@ static void bench_overcount(const run_config *rc)
 }
 
 /* ======================================================================
+ * 8. Closing many children of one parent
+ * ====================================================================== */
+
+/* Seconds to close (last unref, in creation order) n children of one
+ * parent: each close unlinks one edge from the parent's list. */
+static double close_children_s(size_t n)
+{
+    memq_tracker *t = new_tracker(BIG_MAX, NULL);
+    memq_account *parent, **children = xcalloc(n, sizeof *children);
+    MUST(memq_account_new(t, NULL, &parent));
+    for (size_t i = 0; i < n; i++)
+        MUST(memq_account_new(t, parent, &children[i]));
+    uint64_t t0 = thread_cpu_ns();
+    for (size_t i = 0; i < n; i++)
+        memq_account_unref(children[i]);
+    double s = (double)(thread_cpu_ns() - t0) / 1e9;
+    memq_account_unref(parent);
+    memq_tracker_free(t);
+    free(children);
+    return s;
+}
+
+static void bench_close(const run_config *rc)
+{
+    double small = DBL_MAX, large = DBL_MAX;
+    for (unsigned r = 0; r < (rc->quick ? 3u : 7u); r++) {
+        double a = close_children_s(25000), b = close_children_s(100000);
+        if (a < small)
+            small = a;
+        if (b < large)
+            large = b;
+    }
+    bench_value("close_25k_children", small * 1e3, "ms");
+    bench_value("close_100k_children", large * 1e3, "ms");
+    table_section("8. Closing the children of one parent (CPU time)");
+    compare("  100,000 children vs 25,000 (linear: 4)", "close_100k_vs_25k", large * 1e3,
+            small * 1e3, "ms", "<=", 5);
+}
+
+/* ======================================================================
+ * 9. One episode across a million accounts
+ * ====================================================================== */
+
+/*
+ * A million accounts of one participant each, data arriving in random
+ * order, then half of them drained and refilled (as in figure 5, with
+ * ten times the accounts); max lowered just below what is used; the
+ * daemon's loop calls memq_tracker_reclaim() until the episode is over
+ * (a quarter of the bytes, oldest first).  What the episode costs in all,
+ * and per account reclaimed.
+ */
+static void bench_episode(const run_config *rc)
+{
+    const uint32_t n = rc->quick ? 200000u : 1000000u;
+    memq_tracker *t = new_tracker(BIG_MAX, fake_clock);
+    memq_account **accounts = xcalloc(n, sizeof *accounts);
+    fake *fakes = xcalloc(n, sizeof *fakes);
+    uint32_t *order = xcalloc(n, sizeof *order);
+    atomic_store(&fake_now, 1000000000u);
+    for (uint32_t i = 0; i < n; i++) {
+        MUST(memq_account_new(t, NULL, &accounts[i]));
+        fakes[i].account = i;
+        MUST(memq_participant_register(accounts[i], &fake_ops, &fakes[i], &fakes[i].p));
+        order[i] = i;
+    }
+    shuffle(order, n);
+    for (uint32_t k = 0; k < n; k++) {
+        fake *f = &fakes[order[k]];
+        atomic_fetch_add(&fake_now, 1000u);
+        f->stamp = atomic_load(&fake_now);
+        f->bytes = (uint32_t)rng_range(512, 8192);
+        MUST(memq_claim(f->p, f->bytes));
+    }
+    shuffle(order, n);
+    for (uint32_t k = 0; k < n / 2; k++) {
+        fake *f = &fakes[order[k]];
+        atomic_fetch_add(&fake_now, 1000u);
+        memq_release(f->p, f->bytes);
+        f->stamp = atomic_load(&fake_now);
+        MUST(memq_claim(f->p, f->bytes));
+    }
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.clock = fake_clock;
+    cfg.max = memq_tracker_used(t) - 1;
+    first_reclaim_ns = oldest_calls = reclaim_calls = oldest_calls_first = 0;
+    unsigned long calls = 0;
+    uint64_t longest = 0, cpu_total = 0, t0 = now_ns();
+    MUST(memq_tracker_reconfigure(t, &cfg));
+    int rc_;
+    do {
+        uint64_t c0 = thread_cpu_ns();
+        rc_ = memq_tracker_reclaim(t);
+        uint64_t c = thread_cpu_ns() - c0;
+        cpu_total += c;
+        if (c > longest)
+            longest = c;
+        calls++;
+    } while (rc_ == MEMQ_EAGAIN);
+    double wall_ms = (double)(now_ns() - t0) / 1e6;
+    if (rc_ != 0)
+        die("memq_tracker_reclaim: %s", memq_strerror(rc_));
+    memq_stats st;
+    memq_tracker_stats(t, &st);
+    if (st.used > st.low_water || st.unreclaimable_events != 0)
+        die("the episode across %u accounts did not reach low water", n);
+    bench_value(fmt("episode_%uk_accounts_total", n / 1000), wall_ms, "ms");
+    bench_value(fmt("episode_%uk_accounts_cpu", n / 1000), (double)cpu_total / 1e6, "ms");
+    bench_value("episode_victims", (double)reclaim_calls, "accounts");
+    bench_value("episode_per_victim", (double)cpu_total / (double)reclaim_calls, "ns");
+    bench_value("episode_oldest_callbacks", (double)oldest_calls, "calls");
+    bench_value("episode_calls", (double)calls, "calls");
+    bench_value("episode_longest_call", (double)longest / 1e3, "us");
+    table_section(fmt("9. One episode across %u accounts (a quarter of the bytes)", n));
+    table_row("  crossing to low water (wall)", fmt("%.0f ms", wall_ms), "", "", "", "");
+    table_row(fmt("  per victim (%lu victims, CPU)", (unsigned long)reclaim_calls),
+              fmt("%.0f ns", (double)cpu_total / (double)reclaim_calls), "", "", "", "");
+    table_row(fmt("  longest of %lu calls (CPU)", calls), fmt("%.0f us", (double)longest / 1e3),
+              fmt("%u us", cfg.reclaim_budget_us), "", "", "");
+    for (uint32_t i = 0; i < n; i++) {
+        memq_participation_free(fakes[i].p);
+        memq_account_unref(accounts[i]);
+    }
+    memq_tracker_free(t);
+    free(accounts);
+    free(fakes);
+    free(order);
+}
+
+/* ======================================================================
  * Main
  * ====================================================================== */
 
@@ -1278,6 +1408,8 @@ static const struct figure {
     {"reclaim", "reclamation at scale", bench_reclaim},
     {"memory", "memory overhead", bench_memory},
     {"overcount", "over-count", bench_overcount},
+    {"close", "closing 100,000 children", bench_close},
+    {"episode", "one episode across a million accounts", bench_episode},
 };
 #define NFIGURES (sizeof figures / sizeof figures[0])
 
