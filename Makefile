@@ -60,8 +60,8 @@ define need
 fi
 endef
 
+# The library itself needs libc and pthreads only.
 deps-lib:
-	$(call need,test -f /usr/include/uthash.h,uthash-dev)
 deps-check: deps-lib
 	$(call need,pkg-config --exists check,check pkg-config)
 deps-demo: deps-lib
@@ -147,7 +147,8 @@ uninstall:
 # Fragments owned by the parts they build; each may add targets run by
 # `make check` to CHECK_EXTRA.
 CHECK_EXTRA :=
-include $(wildcard examples/examples.mk tests/bench/bench.mk doc/doc.mk tests/reliability.mk)
+include $(wildcard examples/examples.mk tests/bench/bench.mk doc/doc.mk tests/reliability.mk \
+                   tests/coverage.mk)
 ifeq ($(wildcard examples/examples.mk),)
 demo:
 	@echo "The demonstration daemon (examples/relayd) is not built yet; see issue 4."

@@ -134,7 +134,8 @@ bool memq__account_walk(memq_account *a, void (*fn)(memq_account *, void *), voi
     uint32_t mark = ++t->visit;
     if (mark == 0) {
         /* The marks wrapped (once in 2^32 walks): forget them all. */
-        for (memq_account *x = t->accounts; x != NULL; x = x->hh.next)
+        memq_account *x;
+        for (size_t i = 0; (x = memq__ids_next(t, &i)) != NULL;)
             x->visit = 0;
         mark = t->visit = 1;
     }
@@ -191,8 +192,7 @@ int memq_account_new(memq_tracker *t, memq_account *parent, memq_account **out)
         rc = MEMQ_ENOMEM;
     if (rc == 0) {
         a->id = t->next_id;
-        HASH_ADD(hh, t->accounts, id, sizeof a->id, a);
-        if (a->hh.tbl == NULL) {
+        if (!memq__ids_add(t, a)) {
             if (parent != NULL)
                 unlink_child(parent, memq__children(parent)->n - 1);
             rc = MEMQ_ENOMEM;
@@ -233,7 +233,7 @@ void memq__account_close(memq_account *a)
         a->closed = true;
         for (memq_participation *p = a->participants; p != NULL; p = p->next)
             memq__participation_close(p);
-        HASH_DEL(t->accounts, a);
+        memq__ids_remove(t, a);
         while (memq__list_n(memq__parents(a)) > 0) {
             memq_link e = memq__parents(a)->items[memq__parents(a)->n - 1];
             unlink_child(e.a, e.back);
@@ -321,9 +321,8 @@ memq_account *memq_account_find(memq_tracker *t, uint64_t id)
 {
     if (t == NULL || t->magic != MEMQ_MAGIC_TRACKER)
         return NULL;
-    memq_account *a = NULL;
     memq__lock(t);
-    HASH_FIND(hh, t->accounts, &id, sizeof id, a);
+    memq_account *a = memq__ids_find(t, id);
     if (a != NULL)
         a->refs++;
     memq__unlock(t);

@@ -25,8 +25,6 @@
 #include <stdarg.h>
 #include <stdatomic.h>
 
-#define HASH_NONFATAL_OOM 1
-#include <uthash.h>
 
 #define MEMQ_MAGIC_TRACKER 0x54524b52u       /* "TRKR" */
 #define MEMQ_MAGIC_ACCOUNT 0x41434354u       /* "ACCT" */
@@ -158,7 +156,6 @@ struct memq_account {
      * notice_queued: closed by reclamation, its participants not all told
      * yet, in the tracker's notice list (pinned while there). */
     unsigned char dropped : 1, aside : 1, listed : 1, notice_queued : 1;
-    UT_hash_handle hh; /* t->accounts, by id, while open */
 };
 
 /* ======================================================================
@@ -260,7 +257,10 @@ struct memq_tracker {
     } lockfree;
     char apart3[64];
 
-    memq_account *accounts; /* uthash by id: the open accounts */
+    /* The open accounts by id (ids.c). */
+    memq_account **ids;
+    size_t ids_cap, naccounts;
+    unsigned ids_bits;
     /* The age index: every open account with charged > 0.  See reclaim.c. */
     memq_age *ages;
     size_t ages_n, ages_cap;
@@ -306,6 +306,17 @@ struct memq_tracker {
     bool misuse_logged;
     const char *misuse_note; /* a first misuse seen under the lock, to log */
 };
+
+/* ---- ids.c: the open accounts by id, under the lock ---- */
+bool memq__ids_add(memq_tracker *t, memq_account *a); /* false: out of memory */
+void memq__ids_remove(memq_tracker *t, memq_account *a);
+memq_account *memq__ids_find(const memq_tracker *t, uint64_t id);
+/* The next open account from slot *i on (advancing *i), NULL at the end:
+ * for (size_t i = 0; (a = memq__ids_next(t, &i)) != NULL;) visits each
+ * once, as long as nothing is added or removed meanwhile. */
+memq_account *memq__ids_next(const memq_tracker *t, size_t *i);
+/* Close every open account (tracker shutdown). */
+void memq__ids_close_all(memq_tracker *t);
 
 /* ---- library.c ---- */
 /* Room for one more in a growable array of n items of `size` bytes:

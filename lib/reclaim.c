@@ -66,9 +66,7 @@ static size_t used_of(const memq_tracker *t)
 
 static memq_account *lookup(memq_tracker *t, uint64_t id)
 {
-    memq_account *a = NULL;
-    HASH_FIND(hh, t->accounts, &id, sizeof id, a);
-    return a;
+    return memq__ids_find(t, id);
 }
 
 /* ======================================================================

@@ -15,7 +15,8 @@
 size_t memq__claims_sum(const memq_tracker *t)
 {
     size_t sum = 0;
-    for (memq_account *a = t->accounts; a != NULL; a = a->hh.next)
+    memq_account *a;
+    for (size_t i = 0; (a = memq__ids_next(t, &i)) != NULL;)
         for (memq_participation *p = a->participants; p != NULL; p = p->next) {
             size_t c = atomic_load_explicit(&p->claimed, memory_order_relaxed);
             sum = c > SIZE_MAX - sum ? SIZE_MAX : sum + c;
@@ -34,7 +35,7 @@ static void stats_locked(const memq_tracker *t, memq_stats *st)
         st->peak = st->used;
     st->max = t->cfg.max;
     st->low_water = t->cfg.low_water;
-    st->accounts = HASH_COUNT(t->accounts);
+    st->accounts = t->naccounts;
     st->participants = t->nparticipants;
     st->claimed = memq__claims_sum(t);
     st->slack = atomic_load_explicit(&t->slack, memory_order_relaxed);
@@ -45,7 +46,8 @@ static void stats_locked(const memq_tracker *t, memq_stats *st)
         return;
     }
     /* A participation's charge is its claim plus its cache. */
-    for (memq_account *a = t->accounts; a != NULL; a = a->hh.next)
+    memq_account *a;
+    for (size_t i = 0; (a = memq__ids_next(t, &i)) != NULL;)
         for (memq_participation *p = a->participants; p != NULL; p = p->next) {
             size_t charged = atomic_load_explicit(&p->charged, memory_order_relaxed);
             size_t claimed = atomic_load_explicit(&p->claimed, memory_order_relaxed);
@@ -121,13 +123,14 @@ static int snapshot(memq_tracker *t, dump *d)
     int rc = 0;
     memq__lock(t);
     stats_locked(t, &d->stats);
-    size_t n = HASH_COUNT(t->accounts);
+    size_t n = t->naccounts;
     d->accounts = calloc(n ? n : 1, sizeof *d->accounts);
     if (d->accounts == NULL) {
         memq__unlock(t);
         return MEMQ_ENOMEM;
     }
-    for (memq_account *a = t->accounts; a != NULL && rc == 0; a = a->hh.next) {
+    memq_account *a;
+    for (size_t i = 0; rc == 0 && (a = memq__ids_next(t, &i)) != NULL;) {
         dump_account *x = &d->accounts[d->n++];
         x->id = a->id;
         x->oldest = a->oldest_seen;

@@ -201,6 +201,7 @@ void memq__tracker_destroy(memq_tracker *t)
     t->magic = MEMQ_MAGIC_DEAD;
     close(t->notify_fd);
     free(t->ages);
+    free(t->ids);
     free(t->ep.aside);
     free(t->ep.targets.items);
     free(t->ep.scratch.items);
@@ -226,11 +227,7 @@ void memq_tracker_free(memq_tracker *t)
     t->wanted = false;
     memq__lockfree_update(t);
     memq__notify(t, 0);
-    /* Closing removes each account from the hash, and may free it. */
-    memq_account *a, *tmp;
-    HASH_ITER(hh, t->accounts, a, tmp) {
-        memq__account_close(a);
-    }
+    memq__ids_close_all(t); /* each close may free its account */
     memq__notices_clear(t);
     if (!t->reclaiming)
         memq__episode_clear(t);

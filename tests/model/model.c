@@ -971,7 +971,8 @@ static void check_internal(mm *m, size_t *records)
     memq_tracker *t = m->t;
     size_t sum = 0, bad_p = SIZE_MAX, bad_a = SIZE_MAX, big_cache = 0;
     memq__lock(t);
-    for (memq_account *a = t->accounts; a != NULL; a = a->hh.next) {
+    memq_account *a;
+    for (size_t slot = 0; (a = memq__ids_next(t, &slot)) != NULL;) {
         size_t asum = 0;
         for (memq_participation *p = a->participants; p != NULL; p = p->next) {
             size_t claimed = atomic_load_explicit(&p->claimed, memory_order_relaxed);
