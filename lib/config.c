@@ -3,6 +3,7 @@
  * automatic high-water mark.
  */
 #include "internal.h"
+#include "pressure.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -235,114 +236,12 @@ size_t memq__auto_max_from(uint64_t limit)
     return q > SIZE_MAX ? SIZE_MAX : (size_t)q;
 }
 
-static uint64_t read_u64_file(const char *path, bool *ok)
-{
-    *ok = false;
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return 0;
-    char line[64];
-    uint64_t v = 0;
-    if (fgets(line, sizeof line, f) != NULL) {
-        char *end;
-        errno = 0;
-        unsigned long long x = strtoull(line, &end, 10);
-        if (errno == 0 && end != line) {
-            v = x;
-            *ok = true;
-        }
-    }
-    fclose(f);
-    return v;
-}
-
-static uint64_t meminfo_total(const char *root)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/proc/meminfo", root);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return 0;
-    char line[256];
-    uint64_t kib = 0;
-    while (fgets(line, sizeof line, f) != NULL) {
-        unsigned long long x;
-        if (sscanf(line, "MemTotal: %llu kB", &x) == 1) {
-            kib = x;
-            break;
-        }
-    }
-    fclose(f);
-    return kib > UINT64_MAX / 1024 ? UINT64_MAX : kib * 1024;
-}
-
-/* The smallest limit file found from dir (under base) up to base itself.
- * "max" and v1's huge "no limit" values do not count. */
-static uint64_t walk_limits(const char *base, char *dir, const char *file)
-{
-    char path[PATH_MAX];
-    uint64_t best = UINT64_MAX;
-    for (;;) {
-        bool ok;
-        snprintf(path, sizeof path, "%s%s/%s", base, strcmp(dir, "/") == 0 ? "" : dir, file);
-        uint64_t v = read_u64_file(path, &ok);
-        if (ok && v < (UINT64_C(1) << 60) && v < best)
-            best = v;
-        char *slash = strrchr(dir, '/');
-        if (slash == NULL || slash == dir) {
-            if (strcmp(dir, "/") == 0 || slash == NULL)
-                break;
-            dir[1] = '\0';
-            continue;
-        }
-        *slash = '\0';
-    }
-    return best;
-}
-
-/* The tightest cgroup memory limit on this process, v2 ("0::/path",
- * memory.max) or v1 (the "memory" controller's memory.limit_in_bytes),
- * walking up the hierarchy.  UINT64_MAX if there is none. */
-static uint64_t cgroup_limit(const char *root)
-{
-    char path[PATH_MAX], base[PATH_MAX], line[PATH_MAX];
-    uint64_t best = UINT64_MAX;
-    snprintf(path, sizeof path, "%s/proc/self/cgroup", root);
-    FILE *f = fopen(path, "re");
-    if (f == NULL)
-        return best;
-    while (fgets(line, sizeof line, f) != NULL) {
-        line[strcspn(line, "\n")] = '\0';
-        char *controllers = strchr(line, ':');
-        char *dir = controllers ? strchr(controllers + 1, ':') : NULL;
-        if (dir == NULL || dir[1] != '/')
-            continue;
-        *dir++ = '\0';
-        *controllers++ = '\0';
-        uint64_t v = UINT64_MAX;
-        if (strcmp(line, "0") == 0 && *controllers == '\0') {
-            snprintf(base, sizeof base, "%s/sys/fs/cgroup", root);
-            v = walk_limits(base, dir, "memory.max");
-        } else {
-            char *save = NULL;
-            for (char *c = strtok_r(controllers, ",", &save); c != NULL;
-                 c = strtok_r(NULL, ",", &save))
-                if (strcmp(c, "memory") == 0) {
-                    snprintf(base, sizeof base, "%s/sys/fs/cgroup/memory", root);
-                    v = walk_limits(base, dir, "memory.limit_in_bytes");
-                }
-        }
-        if (v < best)
-            best = v;
-    }
-    fclose(f);
-    return best;
-}
-
+/* MemTotal and the cgroup limit are read by the pressure room's readers
+ * (lib/pressure.c), the one place that finds the process's cgroups. */
 size_t memq__auto_max_at(const char *root)
 {
-    uint64_t total = meminfo_total(root);
-    uint64_t cg = cgroup_limit(root);
+    uint64_t total = memq__machine_ram(root);
+    uint64_t cg = memq__machine_cgroup_max(root);
     uint64_t limit = total != 0 && total < cg ? total : cg;
     if (limit == 0 || limit == UINT64_MAX)
         return 0;

@@ -190,6 +190,9 @@ typedef struct memq_pending {
 typedef struct memq_episode {
     bool active;
     bool pressure; /* started or joined by a pressure report: ends lower */
+    bool rss;      /* started or joined by rss_max */
+    bool crossed;  /* used went above max during it: low water at least */
+    size_t rss_target;
     bool waiting;    /* the last call returned waiting for PENDING answers */
     uint64_t start_ns; /* real clock */
     /* Accounts set aside in this episode (keyed MEMQ_TIME_MAX in t->ages
@@ -298,9 +301,23 @@ struct memq_tracker {
     bool thread_started;
     pthread_t thread;
 
-    /* Pressure reports (memq_tracker_pressure). */
+    /* The machine (machine.c).  Pressure reports: */
     bool pressure_wanted;      /* an episode down to pressure_low_water is due */
     uint64_t pressure_last_ns; /* real clock, when the last one was scheduled */
+    struct memq_watcher *watcher; /* the built-in watcher, if any */
+    /* The figures, as last read (machine_ns, real clock; 0: never). */
+    uint64_t machine_ns;
+    size_t machine_rss, machine_cgroup_usage, machine_cgroup_limit;
+    /* rss_max: where RSS comes from (NULL: /proc/self/statm; tests inject
+     * one), the last check, and the state of RSS episodes. */
+    size_t (*rss_read)(void *ctx);
+    void *rss_read_ctx;
+    uint64_t rss_checked_ns;
+    bool rss_wanted, rss_after_episode, rss_stall_logged;
+    size_t rss_target;     /* what an RSS episode aims at (never below low_water) */
+    size_t rss_before;     /* RSS when the last RSS episode started */
+    uint64_t rss_reclaimed_before; /* bytes_reclaimed then */
+    size_t rss_retry_above; /* after a stall: no RSS episode below this */
 
     memq_stats stats; /* counters; used/peak/max/... filled on read */
     bool misuse_logged;
@@ -480,6 +497,21 @@ void memq__participation_close(memq_participation *p);
 /* Mark p as a target of reclamation (its cache_limit 0), or no longer.
  * Under the lock. */
 void memq__participation_ask(memq_participation *p, bool asked);
+
+/* ---- machine.c ---- */
+/* Read the machine's figures if the last reading is old; no lock held. */
+void memq__machine_refresh(memq_tracker *t);
+/* The figures into *st (used already set), under the lock. */
+void memq__machine_stats(const memq_tracker *t, memq_stats *st);
+/* No lock held: check RSS against rss_max if due (maybe starting an RSS
+ * episode).  Returns the delay until the next check (ns), 0 if none. */
+int64_t memq__rss_check(memq_tracker *t);
+/* Under the lock: an episode that RSS took part in ended. */
+void memq__rss_episode_ended(memq_tracker *t);
+/* Start the built-in watcher if configured (tracker creation, no lock);
+ * stop it (tracker shutdown, first, no lock). */
+void memq__watcher_begin(memq_tracker *t);
+void memq__watcher_end(memq_tracker *t);
 
 /* ---- stats.c ---- */
 /* The sum of the open participations' claims, saturating; under the lock. */

@@ -344,20 +344,31 @@ static void collect_targets(memq_account *a, void *arg)
     }
 }
 
-/* A pressure report lowers the target of the episode it starts or joins. */
-static void take_pressure(memq_tracker *t)
+/* A pressure report or an RSS check joins the episode (or starts it). */
+static void take_requests(memq_tracker *t)
 {
     if (t->pressure_wanted)
         t->ep.pressure = true;
-    t->pressure_wanted = false;
+    if (t->rss_wanted) {
+        t->ep.rss = true;
+        t->ep.rss_target = t->rss_target;
+    }
+    t->pressure_wanted = t->rss_wanted = false;
+    if (memq__used(t) > t->cfg.max)
+        t->ep.crossed = true;
 }
 
-/* Where the episode ends: at low water, or lower under pressure (the
- * configuration keeps pressure_low_water <= low_water).  Read afresh, so
- * that a reconfiguration takes effect at once. */
+/* Where the episode ends: at low water; lower under pressure (the
+ * configuration keeps pressure_low_water <= low_water); higher when only
+ * RSS asked for it (RSS alone never takes it below low water).  Read
+ * afresh, so that a reconfiguration takes effect at once. */
 static size_t target_of(const memq_tracker *t)
 {
-    return t->ep.pressure ? t->cfg.pressure_low_water : t->cfg.low_water;
+    if (t->ep.pressure)
+        return t->cfg.pressure_low_water;
+    if (t->ep.rss && !t->ep.crossed && t->ep.rss_target > t->cfg.low_water)
+        return t->ep.rss_target;
+    return t->cfg.low_water;
 }
 
 static void start_round(memq_tracker *t, memq_candidate victim, memq_time older_than)
@@ -542,8 +553,8 @@ static void episode_start(memq_tracker *t)
 {
     memq_episode *ep = &t->ep;
     ep->active = true;
-    ep->pressure = false;
-    take_pressure(t);
+    ep->pressure = ep->rss = ep->crossed = false;
+    take_requests(t);
     memq__lockfree_update(t);
     ep->start_ns = t->wanted ? t->crossed_ns : memq__real_ns();
     t->stats.episodes++;
@@ -571,6 +582,8 @@ static void episode_end(memq_tracker *t, bool reached, reclaim_log *log)
              "%zu; retrying at the next crossing or after growth of a quarter of the band",
              used_of(t), target_of(t), t->cfg.max);
     }
+    if (ep->rss)
+        memq__rss_episode_ended(t);
     memq__episode_clear(t);
     t->wanted = false;
     memq__lockfree_update(t);
@@ -654,9 +667,9 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
             continue;
         }
         if (ep->active)
-            take_pressure(t);
+            take_requests(t);
         if (!ep->active) {
-            if (used_of(t) <= t->cfg.max && !t->pressure_wanted) {
+            if (used_of(t) <= t->cfg.max && !t->pressure_wanted && !t->rss_wanted) {
                 t->wanted = false;
                 memq__lockfree_update(t);
                 memq__notify(t, 0);
@@ -723,6 +736,7 @@ int memq_tracker_reclaim(memq_tracker *t)
     if (t == NULL || t->magic != MEMQ_MAGIC_TRACKER)
         return MEMQ_EINVAL;
     uint64_t start = memq__real_ns();
+    int64_t rss_period = memq__rss_check(t); /* reads RSS if due: no lock */
     memq__lock(t);
     if (t->shutdown) {
         memq__unlock(t);
@@ -740,9 +754,12 @@ int memq_tracker_reclaim(memq_tracker *t)
     budget b = {start + (uint64_t)t->cfg.reclaim_budget_us * 1000u, false};
     int rc = run(t, &b, &log);
     t->reclaiming = false;
-    /* Work remains now (not only at a deadline): stay readable. */
+    /* Work remains now (not only at a deadline): stay readable.  Nothing
+     * more to do, but rss_max set: readable again at the next RSS check. */
     if (rc == MEMQ_EAGAIN && !t->ep.waiting && !t->shutdown)
         memq__notify(t, 1);
+    else if (rc == 0 && rss_period > 0 && !t->wanted && !t->shutdown)
+        memq__notify(t, rss_period);
     t->stats.reclaim_ns_total += memq__real_ns() - start;
     if (t->misuse_note != NULL) {
         note(&log, MEMQ_LOG_WARN, "%s", t->misuse_note);
@@ -790,8 +807,20 @@ void *memq__reclaim_thread(void *arg)
     memq__lock(t);
     while (!t->shutdown) {
         if (!t->wanted && !t->ep.active && t->notice_head == NULL) {
-            pthread_cond_wait(&t->cond, &t->lock);
-            continue;
+            if (t->cfg.rss_max == 0) {
+                pthread_cond_wait(&t->cond, &t->lock);
+                continue;
+            }
+            /* rss_max: wake for the RSS check, and do it. */
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            ts.tv_nsec += 250 * 1000 * 1000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            if (pthread_cond_timedwait(&t->cond, &t->lock, &ts) == 0 || t->shutdown)
+                continue;
         }
         memq__unlock(t);
         int rc = memq_tracker_reclaim(t);

@@ -43,8 +43,10 @@ static void stats_locked(const memq_tracker *t, memq_stats *st)
     if (t->unlimited) {
         st->used = st->claimed;
         st->peak = st->used;
+        memq__machine_stats(t, st);
         return;
     }
+    memq__machine_stats(t, st);
     /* A participation's charge is its claim plus its cache. */
     memq_account *a;
     for (size_t i = 0; (a = memq__ids_next(t, &i)) != NULL;)
@@ -64,6 +66,7 @@ void memq_tracker_stats(const memq_tracker *t, memq_stats *st)
     if (t == NULL || t->magic != MEMQ_MAGIC_TRACKER)
         return;
     memq_tracker *mt = (memq_tracker *)t;
+    memq__machine_refresh(mt);
     memq__lock(mt);
     stats_locked(t, st);
     memq__unlock(mt);
@@ -120,6 +123,7 @@ static int snapshot(memq_tracker *t, dump *d)
 {
     memset(d, 0, sizeof *d);
     d->now = memq__clock(t);
+    memq__machine_refresh(t);
     int rc = 0;
     memq__lock(t);
     stats_locked(t, &d->stats);

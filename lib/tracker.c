@@ -89,48 +89,6 @@ bool memq__check_crossing(memq_tracker *t, size_t added)
 }
 
 /* ======================================================================
- * Pressure reports
- * ====================================================================== */
-
-int memq_tracker_pressure(memq_tracker *t)
-{
-    if (t == NULL || t->magic != MEMQ_MAGIC_TRACKER)
-        return MEMQ_EINVAL;
-    uint64_t now = memq__real_ns();
-    memq__lock(t);
-    if (t->shutdown) {
-        memq__unlock(t);
-        return MEMQ_ESHUTDOWN;
-    }
-    t->stats.pressure_events++;
-    uint64_t interval = (uint64_t)t->cfg.pressure_interval_ms * 1000000u;
-    if (t->unlimited || (t->pressure_last_ns != 0 && now - t->pressure_last_ns < interval)) {
-        memq__unlock(t);
-        return 0;
-    }
-    t->pressure_last_ns = now;
-    t->pressure_wanted = true;
-    t->stats.pressure_episodes++;
-    bool wake = false;
-    if (!t->wanted) {
-        t->wanted = true;
-        t->crossed_ns = now;
-        memq__lockfree_update(t);
-        memq__notify(t, 1);
-        wake = t->cfg.wakeup != NULL;
-    } else if (!t->reclaiming) {
-        memq__notify(t, 1); /* an episode waiting on answers has more to do now */
-    }
-    pthread_cond_broadcast(&t->cond);
-    void (*wakeup)(void *) = t->cfg.wakeup;
-    void *ctx = t->cfg.wakeup_ctx;
-    memq__unlock(t);
-    if (wake)
-        wakeup(ctx);
-    return 1;
-}
-
-/* ======================================================================
  * Creation and shutdown
  * ====================================================================== */
 
@@ -192,6 +150,7 @@ int memq_tracker_new(memq_tracker **out, const memq_config *cfg)
         }
         t->thread_started = true;
     }
+    memq__watcher_begin(t); /* never fails creation: a source that refuses is logged */
     *out = t;
     return 0;
 }
@@ -217,6 +176,7 @@ void memq_tracker_free(memq_tracker *t)
 {
     if (t == NULL || t->magic != MEMQ_MAGIC_TRACKER)
         return;
+    memq__watcher_end(t); /* first: its thread reports to a live tracker */
     memq__lock(t);
     if (t->shutdown) {
         memq__misuse_locked(t, "misuse: memq_tracker_free called twice");

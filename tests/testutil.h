@@ -515,8 +515,11 @@ static inline int world_call_index(const fake_world *w, int id)
  * the world holds, and free the tracker (if the test has not). */
 static inline void world_teardown(fake_world *w)
 {
-    w->callbacks_call_library = false;
-    w->wakeup_hook = NULL;
+    /* (Written only if set: a watcher thread may be reading them.) */
+    if (w->callbacks_call_library)
+        w->callbacks_call_library = false;
+    if (w->wakeup_hook != NULL)
+        w->wakeup_hook = NULL;
     for (int i = 0; i < w->n_parts; i++)
         part_free(w->parts[i]);
     for (int i = 0; i < w->n_accounts; i++) {
