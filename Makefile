@@ -148,7 +148,7 @@ uninstall:
 # `make check` to CHECK_EXTRA.
 CHECK_EXTRA :=
 include $(wildcard examples/examples.mk tests/bench/bench.mk doc/doc.mk tests/reliability.mk \
-                   tests/coverage.mk)
+                   tests/coverage.mk lib/event/event.mk)
 ifeq ($(wildcard examples/examples.mk),)
 demo:
 	@echo "The demonstration daemon (examples/relayd) is not built yet; see issue 4."

@@ -4,10 +4,13 @@
 #
 #   tests/check_manpages.sh [LIBRARY [MANDIR]]
 #
-# LIBRARY defaults to lib/libmemquota.so and MANDIR to doc/man.  Checks:
+# LIBRARY defaults to lib/libmemquota.so and MANDIR to doc/man.  If
+# libmemquota-event.so (the libevent integration) sits beside LIBRARY, its
+# symbols are checked too.  Checks:
 #  1. every symbol that `nm -D --defined-only LIBRARY` lists has a page
 #     MANDIR/<symbol>.3, and the page it leads to (itself, or the target of
 #     its `.so man3/<page>.3` line) names the symbol in its NAME section;
+#     and every such symbol is named memq_*;
 #  2. a link page is exactly one `.so man3/<page>.3` line whose target
 #     exists and is not itself a link;
 #  3. a main page's .TH title is its file name in upper case, section 3;
@@ -62,10 +65,25 @@ name_section() {
 }
 
 # 1. Every exported symbol has a page that names it.
-symbols=$(nm -D --defined-only "$lib" | awk 'NF >= 3 { sub(/@.*/, "", $3); print $3 }' | sort -u)
-if [ -z "$symbols" ]; then
-    fail "$lib exports no symbols"
+libs=$lib
+event_lib=$(dirname "$lib")/libmemquota-event.so
+if [ -f "$event_lib" ]; then
+    libs="$libs $event_lib"
 fi
+symbols=""
+for l in $libs; do
+    these=$(nm -D --defined-only "$l" | awk 'NF >= 3 { sub(/@.*/, "", $3); print $3 }' | sort -u)
+    if [ -z "$these" ]; then
+        fail "$l exports no symbols"
+    fi
+    for sym in $these; do
+        case $sym in
+        _init|_fini|_edata|_end|__bss_start|memq_*) ;;
+        *) fail "$(basename "$l") exports $sym, which is not named memq_*" ;;
+        esac
+    done
+    symbols="$symbols $these"
+done
 for sym in $symbols; do
     case $sym in
     _init|_fini|_edata|_end|__bss_start) continue ;; # the linker's own

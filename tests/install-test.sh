@@ -13,7 +13,12 @@
 #    only `pkg-config --cflags --libs memquota` (PKG_CONFIG_PATH and
 #    PKG_CONFIG_SYSROOT_DIR pointing at the copy), one linked statically,
 #    one dynamically, and runs both;
-# 4. `make uninstall` with the same DESTDIR must leave exactly the files
+# 4. when libevent is found (pkg-config libevent), the same for
+#    libmemquota-event: its libraries, SONAME and memquota-event.pc are
+#    installed, and two programs built with `pkg-config --cflags --libs
+#    memquota-event` only (libevent's own .pc found where the system keeps
+#    it), one dynamic and one static, reclaim in a libevent loop;
+# 5. `make uninstall` with the same DESTDIR must leave exactly the files
 #    that were there before the install.
 # Prints one line per problem and a closing "N passed, N failed" line;
 # exits non-zero if anything failed.
@@ -55,6 +60,17 @@ finish() {
 list_files() {
     (cd "$dest" && find . \( -type f -o -type l \) | sort)
 }
+
+# libmemquota-event is built and installed only where libevent is found;
+# its .pc requires libevent's, which must stay visible once PKG_CONFIG_LIBDIR
+# points at the installed copy.
+event=no
+if pkg-config --exists libevent 2>/dev/null; then
+    event=yes
+    libevent_pcdir=$(pkg-config --variable=pcfiledir libevent)
+else
+    echo "install-test: libevent not found, libmemquota-event not tested"
+fi
 
 version=$(sed -n 's/^#define MEMQ_VERSION_\(MAJOR\|MINOR\|PATCH\) \([0-9]*\).*/\2/p' include/memquota.h |
           paste -sd. -)
@@ -253,6 +269,115 @@ if (cd "$src" && $CC -static -DVERSION="\"$version\"" static.c -o static $cflags
 else
     cat "$tmp/static.log"
     fail "static: $CC -static static.c $cflags $static_libs"
+fi
+
+# ---------------------------------------------------------------------------
+# libmemquota-event: installed, and used through pkg-config only
+# ---------------------------------------------------------------------------
+if [ "$event" = yes ]; then
+    check "installed: lib/libmemquota-event.a" test -f "$p/lib/libmemquota-event.a"
+    check "installed: lib/libmemquota-event.so.$version" \
+        test -f "$p/lib/libmemquota-event.so.$version"
+    check "installed: lib/libmemquota-event.so.$major -> libmemquota-event.so.$version" \
+        test "$(readlink "$p/lib/libmemquota-event.so.$major")" = "libmemquota-event.so.$version"
+    check "installed: lib/libmemquota-event.so -> libmemquota-event.so.$major" \
+        test "$(readlink "$p/lib/libmemquota-event.so")" = "libmemquota-event.so.$major"
+    ev_soname=$(readelf -d "$p/lib/libmemquota-event.so.$version" 2>/dev/null |
+                sed -n 's/.*(SONAME).*\[\(.*\)\].*/\1/p')
+    check "SONAME is libmemquota-event.so.$major (found '$ev_soname')" \
+        test "$ev_soname" = "libmemquota-event.so.$major"
+    check "installed: include/memquota/event.h" test -f "$p/include/memquota/event.h"
+    check "installed: lib/pkgconfig/memquota-event.pc" test -f "$p/lib/pkgconfig/memquota-event.pc"
+    check "installed: share/man/man3/memq_event_attach.3" \
+        test -f "$p/share/man/man3/memq_event_attach.3"
+
+    ev_modversion=$(PKG_CONFIG_LIBDIR="$p/lib/pkgconfig:$libevent_pcdir" \
+                    pkg-config --modversion memquota-event 2>&1)
+    check "pkg-config --modversion memquota-event: '$ev_modversion', want '$version'" \
+        test "$ev_modversion" = "$version"
+    ev_cflags=$(PKG_CONFIG_LIBDIR="$p/lib/pkgconfig:$libevent_pcdir" \
+                pkg-config --cflags memquota-event) || fail "pkg-config --cflags memquota-event"
+    ev_libs=$(PKG_CONFIG_LIBDIR="$p/lib/pkgconfig:$libevent_pcdir" \
+              pkg-config --libs memquota-event) || fail "pkg-config --libs memquota-event"
+    ev_static_libs=$(PKG_CONFIG_LIBDIR="$p/lib/pkgconfig:$libevent_pcdir" \
+                     pkg-config --libs --static memquota-event) ||
+        fail "pkg-config --libs --static memquota-event"
+    echo "pkg-config memquota-event: cflags '$ev_cflags', libs '$ev_libs'"
+
+    # A tracker attached to a loop, a tracked evbuffer crossing max, an
+    # evhttp defended: reclamation runs in the loop.
+    cat > "$src/event.c" <<'EOF2'
+#include <memquota/event.h>
+
+#include <event2/event.h>
+#include <event2/http.h>
+#include <stdio.h>
+#include <string.h>
+
+int main(void)
+{
+    static char data[2 << 20];
+    struct event_base *base = event_base_new();
+    memq_config cfg;
+    memq_tracker *t;
+    memq_event *ev;
+    memq_account *a;
+    memq_evbuffer *b;
+    memq_evhttp *mh;
+
+    if (strcmp(memq_version_string(), VERSION) != 0 || base == NULL)
+        return 1;
+    memq_config_init(&cfg);
+    cfg.max = 1 << 20;
+    if (memq_tracker_new(&t, &cfg) != 0 || memq_event_attach(t, base, 0, &ev) != 0 ||
+        memq_account_new(t, NULL, &a) != 0 || memq_evbuffer_new(a, NULL, NULL, &b) != 0)
+        return 1;
+    struct evhttp *http = evhttp_new(base);
+    if (http == NULL || memq_evhttp_new(t, http, NULL, &mh) != 0)
+        return 1;
+    if (memq_evbuffer_add(b, data, sizeof data) != 0)
+        return 1;
+    for (int i = 0; i < 10 && !memq_evbuffer_closed(b); i++)
+        event_base_loop(base, EVLOOP_NONBLOCK);
+    int ok = memq_evbuffer_closed(b) && memq_tracker_used(t) == 0;
+    memq_evbuffer_free(b);
+    memq_account_unref(a);
+    memq_evhttp_free(mh);
+    evhttp_free(http);
+    memq_event_detach(ev);
+    memq_tracker_free(t);
+    event_base_free(base);
+    printf("event: libmemquota-event %s, reclaimed in the loop: %s\n", memq_version_string(),
+           ok ? "yes" : "no");
+    return ok ? 0 : 1;
+}
+EOF2
+    # shellcheck disable=SC2086
+    if (cd "$src" && $CC -DVERSION="\"$version\"" event.c -o event $ev_cflags $ev_libs) \
+           > "$tmp/event.log" 2>&1; then
+        pass
+        check "event: needs libmemquota-event.so.$major" \
+            sh -c "readelf -d '$src/event' | grep -q 'NEEDED.*\[libmemquota-event.so.$major\]'"
+        resolved=$(LD_LIBRARY_PATH=$p/lib ldd "$src/event" 2>&1 |
+                   awk '/libmemquota-event/ { print $3 }')
+        check "event: resolves libmemquota-event from the installed copy (got '$resolved')" \
+            test "$resolved" = "$p/lib/libmemquota-event.so.$major"
+        check "event: runs" env LD_LIBRARY_PATH="$p/lib" "$src/event"
+    else
+        cat "$tmp/event.log"
+        fail "event: $CC event.c $ev_cflags $ev_libs"
+    fi
+    # shellcheck disable=SC2086
+    if (cd "$src" && $CC -static -DVERSION="\"$version\"" event.c -o event-static $ev_cflags \
+            $ev_static_libs) > "$tmp/event-static.log" 2>&1; then
+        pass
+        check "event-static: needs no shared libmemquota-event" \
+            sh -c "! readelf -d '$src/event-static' 2>/dev/null | grep -q 'NEEDED.*libmemquota'"
+        check "event-static: runs" env -u LD_LIBRARY_PATH "$src/event-static"
+    else
+        cat "$tmp/event-static.log"
+        fail "event-static: $CC -static event.c $ev_cflags $ev_static_libs"
+    fi
 fi
 
 # ---------------------------------------------------------------------------
