@@ -192,6 +192,13 @@ static void put_quoted(FILE *f, const char *s, bool json)
     fputc('"', f);
 }
 
+/* The built-in watcher's sources, by MEMQ_WATCH_* value. */
+static const char *watch_name(int source)
+{
+    static const char *const names[] = {"none", "systemd", "cgroup2", "psi", "cgroup1"};
+    return source >= 0 && source <= MEMQ_WATCH_CGROUP1 ? names[source] : "none";
+}
+
 /* ---- text ---- */
 
 static void text_account(FILE *f, const dump *d, const dump_account *a, size_t depth)
@@ -234,6 +241,14 @@ static int dump_text(FILE *f, const dump *d)
             s->accounts_reclaimed, s->accounts_collapsed, s->partial_reclaims, s->bytes_reclaimed,
             s->unreclaimable_events, s->callback_timeouts, s->misuse_events,
             (double)s->reclaim_ns_total / 1e6, (double)s->episode_ns_max / 1e6);
+    fprintf(f,
+            "memory: claimed %zu, cached %zu, slack %zu; rss %zu, untracked %" PRId64
+            ", cgroup usage %zu, cgroup limit %zu\n"
+            "machine: pressure events %" PRIu64 ", pressure episodes %" PRIu64
+            ", rss episodes %" PRIu64 ", rss stalls %" PRIu64 ", watcher %s, refused 0x%x\n",
+            s->claimed, s->cached, s->slack, s->rss, s->untracked, s->cgroup_usage,
+            s->cgroup_limit, s->pressure_events, s->pressure_episodes, s->rss_episodes,
+            s->rss_stalls, watch_name(s->watch_source), s->watch_refused);
     bool *shown = calloc(d->n ? d->n : 1, sizeof *shown);
     text_frame *stack = malloc((d->n ? d->n : 1) * sizeof *stack);
     if (shown == NULL || stack == NULL) {
@@ -279,11 +294,18 @@ static void dump_json(FILE *f, const dump *d)
             ",\"partial_reclaims\":%" PRIu64 ",\"bytes_reclaimed\":%" PRIu64
             ",\"reclaim_ns_total\":%" PRIu64 ",\"episode_ns_max\":%" PRIu64
             ",\"unreclaimable_events\":%" PRIu64 ",\"callback_timeouts\":%" PRIu64
-            ",\"misuse_events\":%" PRIu64 "},\"accounts\":[",
+            ",\"misuse_events\":%" PRIu64 ",\"claimed\":%zu,\"cached\":%zu,\"slack\":%zu"
+            ",\"rss\":%zu,\"untracked\":%" PRId64 ",\"cgroup_usage\":%zu,\"cgroup_limit\":%zu"
+            ",\"pressure_events\":%" PRIu64 ",\"pressure_episodes\":%" PRIu64
+            ",\"rss_episodes\":%" PRIu64 ",\"rss_stalls\":%" PRIu64
+            ",\"watch_source\":\"%s\",\"watch_refused\":%u},\"accounts\":[",
             s->used, s->peak, s->max, s->low_water, s->accounts, s->participants, s->episodes,
             s->accounts_reclaimed, s->accounts_collapsed, s->partial_reclaims, s->bytes_reclaimed,
             s->reclaim_ns_total, s->episode_ns_max, s->unreclaimable_events,
-            s->callback_timeouts, s->misuse_events);
+            s->callback_timeouts, s->misuse_events, s->claimed, s->cached, s->slack, s->rss,
+            s->untracked, s->cgroup_usage, s->cgroup_limit, s->pressure_events,
+            s->pressure_episodes, s->rss_episodes, s->rss_stalls, watch_name(s->watch_source),
+            s->watch_refused);
     for (size_t i = 0; i < d->n; i++) {
         const dump_account *a = &d->accounts[i];
         fprintf(f, "%s{\"id\":%" PRIu64 ",\"name\":", i ? "," : "", a->id);
@@ -349,6 +371,30 @@ static void dump_prometheus(FILE *f, const dump *d)
            s->callback_timeouts);
     metric(f, "memq_misuse_total", "counter", "Over-releases, stale handles, bad answers.",
            s->misuse_events);
+    metric(f, "memq_claimed_bytes", "gauge", "Bytes the participants claim.", s->claimed);
+    metric(f, "memq_cached_bytes", "gauge",
+           "Bytes counted in the participations' caches (the over-count).", s->cached);
+    metric(f, "memq_slack_bytes", "gauge", "Bytes counted that no account holds (pool slack).",
+           s->slack);
+    metric(f, "memq_rss_bytes", "gauge", "The process's resident memory.", s->rss);
+    fprintf(f, "# HELP memq_untracked_bytes Resident memory minus used (negative: counted, not "
+               "resident).\n# TYPE memq_untracked_bytes gauge\nmemq_untracked_bytes %" PRId64 "\n",
+            s->untracked);
+    metric(f, "memq_cgroup_usage_bytes", "gauge", "The process's cgroup's memory use.",
+           s->cgroup_usage);
+    metric(f, "memq_cgroup_limit_bytes", "gauge", "The cgroup's memory limit (0: none).",
+           s->cgroup_limit);
+    metric(f, "memq_pressure_events_total", "counter", "Memory pressure reports.",
+           s->pressure_events);
+    metric(f, "memq_pressure_episodes_total", "counter", "Episodes started by pressure.",
+           s->pressure_episodes);
+    metric(f, "memq_rss_episodes_total", "counter", "Episodes started by rss_max.",
+           s->rss_episodes);
+    metric(f, "memq_rss_stalls_total", "counter", "rss_max episodes that did not lower RSS.",
+           s->rss_stalls);
+    fprintf(f, "# HELP memq_pressure_watch The built-in pressure watcher's source.\n"
+               "# TYPE memq_pressure_watch gauge\nmemq_pressure_watch{source=\"%s\"} 1\n",
+            watch_name(s->watch_source));
     fputs("# HELP memq_account_used_bytes Bytes claimed by an account's own participants.\n"
           "# TYPE memq_account_used_bytes gauge\n", f);
     for (size_t i = 0; i < d->n; i++) {

@@ -1100,6 +1100,61 @@ START_TEST(test_dump_reports_write_errors)
 }
 END_TEST
 
+/* ======================================================================
+ * What used is made of, and the machine's figures, in every format
+ * ====================================================================== */
+
+START_TEST(test_stats_split_used_into_claimed_cached_and_slack)
+{
+    fake_world w;
+    world_init(&w, 64 * MIB, 0);
+    w.cfg.cache_max = 16 * KIB;
+    world_start(&w);
+    fake_part a, b;
+    world_holder(&w, &a, 1, NULL, world_now(&w), 1000);
+    world_holder(&w, &b, 2, NULL, world_now(&w), 3000);
+    memq_stats st = world_stats(&w);
+    ck_assert_uint_eq(st.claimed, 4000);
+    ck_assert_uint_gt(st.cached, 0);
+    ck_assert_uint_le(st.cached, 2 * 16 * KIB);
+    ck_assert_uint_eq(st.slack, 0);
+    ck_assert_uint_eq(st.used, st.claimed + st.cached + st.slack);
+    world_teardown(&w);
+}
+END_TEST
+
+START_TEST(test_every_dump_shows_what_used_is_made_of_and_the_machines_figures)
+{
+    tree tr;
+    tree_build(&tr);
+    (void)memq_tracker_pressure(tr.w.t);
+    memq_stats st = world_stats(&tr.w);
+    char *text = dump_to_string(tr.w.t, MEMQ_DUMP_TEXT, NULL);
+    ck_assert_ptr_nonnull(strstr(text, "claimed"));
+    ck_assert_ptr_nonnull(strstr(text, "cached"));
+    ck_assert_ptr_nonnull(strstr(text, "untracked"));
+    ck_assert_ptr_nonnull(strstr(text, "pressure events 1"));
+    ck_assert(has_number(text, st.claimed));
+    free(text);
+    char *json = dump_to_string(tr.w.t, MEMQ_DUMP_JSON, NULL);
+    ck_assert_msg(json_valid(json, NULL, NULL), "invalid JSON:\n%s", json);
+    ck_assert_ptr_nonnull(strstr(json, "\"cached\":"));
+    ck_assert_ptr_nonnull(strstr(json, "\"slack\":0"));
+    ck_assert_ptr_nonnull(strstr(json, "\"rss\":"));
+    ck_assert_ptr_nonnull(strstr(json, "\"pressure_events\":1"));
+    ck_assert_ptr_nonnull(strstr(json, "\"watch_source\":\"none\""));
+    free(json);
+    char *prom = dump_to_string(tr.w.t, MEMQ_DUMP_PROMETHEUS, NULL);
+    ck_assert_ptr_nonnull(strstr(prom, "\nmemq_cached_bytes "));
+    ck_assert_ptr_nonnull(strstr(prom, "\nmemq_rss_bytes "));
+    ck_assert_ptr_nonnull(strstr(prom, "\nmemq_untracked_bytes "));
+    ck_assert_ptr_nonnull(strstr(prom, "\nmemq_pressure_events_total 1\n"));
+    ck_assert_ptr_nonnull(strstr(prom, "memq_pressure_watch{source=\"none\"} 1"));
+    free(prom);
+    world_teardown(&tr.w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("stats");
@@ -1138,6 +1193,8 @@ int main(void)
 
     tc = test_case("dump_json");
     tcase_add_test(tc, test_json_dump_is_valid_json);
+    tcase_add_test(tc, test_stats_split_used_into_claimed_cached_and_slack);
+    tcase_add_test(tc, test_every_dump_shows_what_used_is_made_of_and_the_machines_figures);
     tcase_add_test(tc, test_json_dump_of_an_empty_tracker_is_valid_json);
     tcase_add_test(tc, test_json_dump_is_one_object_with_tracker_and_accounts);
     tcase_add_test(tc, test_json_dump_reports_tracker_used_and_max);
