@@ -55,10 +55,10 @@ static bool list_reserve(memq_account_list **lp)
     return true;
 }
 
-static bool list_contains(memq_tracker *t, const memq_account_list *l, const memq_account *a)
+static bool has_parent(memq_account *a, const memq_account *parent)
 {
-    for (uint32_t i = 0; i < memq__list_n(l); i++, t->link_steps++)
-        if (l->items[i].a == a)
+    for (uint32_t i = 0; i < memq__parents_n(a); i++, a->tracker->link_steps++)
+        if (memq__parent_link(a, i)->a == parent)
             return true;
     return false;
 }
@@ -82,7 +82,7 @@ static void extra_free(memq_account *a)
     if (a->extra == NULL)
         return;
     free(a->extra->name);
-    list_free(&a->extra->parents);
+    list_free(&a->extra->more_parents);
     list_free(&a->extra->children);
     free(a->extra);
     a->extra = NULL;
@@ -91,27 +91,45 @@ static void extra_free(memq_account *a)
 /* Link child under parent, both ways, or neither. */
 static bool link(memq_account *child, memq_account *parent)
 {
-    if (extra(child) == NULL || extra(parent) == NULL ||
-        !list_reserve(&parent->extra->children) || !list_reserve(&child->extra->parents))
+    uint32_t j = memq__parents_n(child);
+    if (extra(parent) == NULL || !list_reserve(&parent->extra->children))
         return false;
-    memq_account_list *children = parent->extra->children, *parents = child->extra->parents;
-    children->items[children->n] = (memq_link){child, parents->n};
-    parents->items[parents->n] = (memq_link){parent, children->n};
+    if (j > 0 && (extra(child) == NULL || !list_reserve(&child->extra->more_parents)))
+        return false;
+    memq_account_list *children = parent->extra->children;
+    children->items[children->n] = (memq_link){child, j};
+    if (j > 0)
+        child->extra->more_parents->n++;
+    *memq__parent_link(child, j) = (memq_link){parent, children->n};
     children->n++;
-    parents->n++;
     return true;
 }
 
-/* Remove entry i of l, one of x's lists (x's children if `children`), by
- * moving the last entry into its place and telling that edge's other copy. */
-static void list_remove_at(memq_account_list *l, uint32_t i, bool children)
+/* Remove entry i of parent's children, moving the last entry into its
+ * place and telling that edge's other copy its new index. */
+static void children_remove_at(memq_account *parent, uint32_t i)
 {
+    memq_account_list *l = memq__children(parent);
     memq_link last = l->items[--l->n];
     if (i == l->n)
         return;
     l->items[i] = last;
-    memq_account_list *other = children ? memq__parents(last.a) : memq__children(last.a);
-    other->items[last.back].back = i;
+    memq__parent_link(last.a, last.back)->back = i;
+}
+
+/* The same for child's i-th parent. */
+static void parents_remove_at(memq_account *child, uint32_t i)
+{
+    uint32_t n = memq__parents_n(child) - 1;
+    memq_link last = *memq__parent_link(child, n);
+    if (i != n) {
+        *memq__parent_link(child, i) = last;
+        memq__children(last.a)->items[last.back].back = i;
+    }
+    if (n == 0)
+        child->parent = (memq_link){NULL, 0};
+    else
+        child->extra->more_parents->n--;
 }
 
 /* Unlink the edge that is entry i of parent's children. */
@@ -119,8 +137,8 @@ static void unlink_child(memq_account *parent, uint32_t i)
 {
     memq_link e = memq__children(parent)->items[i];
     parent->tracker->link_steps += 2;
-    list_remove_at(memq__children(parent), i, true);
-    list_remove_at(memq__parents(e.a), e.back, false);
+    children_remove_at(parent, i);
+    parents_remove_at(e.a, e.back);
 }
 
 /*
@@ -234,14 +252,15 @@ void memq__account_close(memq_account *a)
         for (memq_participation *p = a->participants; p != NULL; p = p->next)
             memq__participation_close(p);
         memq__ids_remove(t, a);
-        while (memq__list_n(memq__parents(a)) > 0) {
-            memq_link e = memq__parents(a)->items[memq__parents(a)->n - 1];
+        uint32_t n;
+        while ((n = memq__parents_n(a)) > 0) {
+            memq_link e = *memq__parent_link(a, n - 1);
             unlink_child(e.a, e.back);
         }
         while (memq__list_n(memq__children(a)) > 0)
             unlink_child(a, memq__children(a)->n - 1);
         if (a->extra != NULL) {
-            list_free(&a->extra->parents);
+            list_free(&a->extra->more_parents);
             list_free(&a->extra->children);
         }
     }
@@ -276,7 +295,7 @@ int memq_account_add_parent(memq_account *a, memq_account *parent)
         rc = MEMQ_ESHUTDOWN;
     else if (a->closed || parent->closed)
         rc = MEMQ_ECLOSED;
-    else if (list_contains(t, memq__parents(a), parent))
+    else if (has_parent(a, parent))
         rc = MEMQ_EEXIST;
     else if (!memq__account_walk(a, find_in, &f))
         rc = MEMQ_ENOMEM;

@@ -5,11 +5,13 @@
  * Invariant, under the tracker lock: an account is in the table exactly
  * while it is open, and t->naccounts counts them.
  *
- * An open-addressing table of account pointers with linear probing, its
- * capacity a power of two at most half full, and deletion by backward
- * shift (no tombstones, so a lookup never walks past a cluster's end).
- * Ids are never reused and come in order, so Fibonacci hashing spreads
- * them evenly.  It costs 8 to 16 bytes per open account and nothing in the
+ * An open-addressing table of account pointers with linear probing in
+ * Robin Hood order (each run of slots sorted by home), its capacity a
+ * power of two at most half full, and deletion by backward shift that
+ * stops at the first account at home (no tombstones).  Ids are never
+ * reused and come in order, so an id's home is simply its low bits: ids
+ * alive together rarely collide, and accounts created together sit
+ * together.  It costs 8 to 16 bytes per open account and nothing in the
  * account itself; the table halves when it falls below an eighth full.
  * Lookups, insertions and deletions are O(1) on average; a failed growth
  * is an out-of-memory error of the account's creation, a failed shrink
@@ -21,18 +23,37 @@
 
 #define IDS_MIN 16
 
+/* Ids come one after the other: an id's home slot is its low bits, so
+ * accounts created together sit together, and closing them in order walks
+ * the table instead of jumping about it. */
 static size_t home(const memq_tracker *t, uint64_t id)
 {
-    /* The top bits of id * 2^64 / phi. */
-    return (size_t)((id * UINT64_C(0x9e3779b97f4a7c15)) >> (64 - t->ids_bits));
+    return (size_t)id & (t->ids_cap - 1);
 }
 
-/* Put a into the table, which has room and does not hold it. */
+/* How far the account in slot i is from its home. */
+static size_t distance(const memq_tracker *t, size_t i)
+{
+    return (i - home(t, t->ids[i]->id)) & (t->ids_cap - 1);
+}
+
+/* Put a into the table, which has room and does not hold it: Robin Hood
+ * order, an account never further from its home than the one it passes,
+ * so that each run of the table is sorted by home. */
 static void place(memq_tracker *t, memq_account *a)
 {
-    size_t mask = t->ids_cap - 1, i = home(t, a->id);
-    while (t->ids[i] != NULL)
+    size_t mask = t->ids_cap - 1, i = home(t, a->id), d = 0;
+    while (t->ids[i] != NULL) {
+        size_t di = distance(t, i);
+        if (di < d) {
+            memq_account *b = t->ids[i];
+            t->ids[i] = a;
+            a = b;
+            d = di;
+        }
         i = (i + 1) & mask;
+        d++;
+    }
     t->ids[i] = a;
 }
 
@@ -65,37 +86,37 @@ bool memq__ids_add(memq_tracker *t, memq_account *a)
     return true;
 }
 
-memq_account *memq__ids_find(const memq_tracker *t, uint64_t id)
+/* The slot holding id, or SIZE_MAX.  In Robin Hood order the search ends
+ * at an empty slot or at one nearer its home than id would be. */
+static size_t slot_of(const memq_tracker *t, uint64_t id)
 {
     if (t->ids_cap == 0)
-        return NULL;
+        return SIZE_MAX;
     size_t mask = t->ids_cap - 1;
-    for (size_t i = home(t, id); t->ids[i] != NULL; i = (i + 1) & mask)
+    for (size_t i = home(t, id), d = 0; t->ids[i] != NULL && distance(t, i) >= d;
+         i = (i + 1) & mask, d++)
         if (t->ids[i]->id == id)
-            return t->ids[i];
-    return NULL;
+            return i;
+    return SIZE_MAX;
+}
+
+memq_account *memq__ids_find(const memq_tracker *t, uint64_t id)
+{
+    size_t i = slot_of(t, id);
+    return i == SIZE_MAX ? NULL : t->ids[i];
 }
 
 void memq__ids_remove(memq_tracker *t, memq_account *a)
 {
-    if (t->ids_cap == 0)
-        return;
-    size_t mask = t->ids_cap - 1, i = home(t, a->id);
-    while (t->ids[i] != a) {
-        if (t->ids[i] == NULL)
-            return; /* not there */
-        i = (i + 1) & mask;
-    }
-    /* Backward shift: move later members of the cluster into the hole
-     * unless that would put one before its home. */
-    for (size_t j = (i + 1) & mask; t->ids[j] != NULL; j = (j + 1) & mask) {
-        size_t h = home(t, t->ids[j]->id);
-        /* Movable if its home is not cyclically in (i, j]. */
-        if (i <= j ? (h <= i || h > j) : (h <= i && h > j)) {
-            t->ids[i] = t->ids[j];
-            i = j;
-        }
-    }
+    size_t i = slot_of(t, a->id);
+    if (i == SIZE_MAX || t->ids[i] != a)
+        return; /* not there */
+    /* Backward shift: the accounts after it that are away from home move
+     * one slot back; the first one at home (or an empty slot) ends it. */
+    size_t mask = t->ids_cap - 1;
+    for (size_t j = (i + 1) & mask; t->ids[j] != NULL && distance(t, j) > 0;
+         i = j, j = (j + 1) & mask)
+        t->ids[i] = t->ids[j];
     t->ids[i] = NULL;
     t->naccounts--;
     if (t->ids_cap > IDS_MIN && 8 * t->naccounts < t->ids_cap)

@@ -114,11 +114,12 @@ static inline uint32_t memq__list_n(const memq_account_list *l)
     return l != NULL ? l->n : 0;
 }
 
-/* What most accounts do without (a name, a place in a tree), allocated on
- * first use so that a plain account stays small. */
+/* What most accounts do without (a name, children, a second parent),
+ * allocated on first use so that a plain account stays small. */
 typedef struct memq_account_extra {
     char *name;
-    memq_account_list *parents, *children;
+    memq_account_list *more_parents; /* its parents after the first */
+    memq_account_list *children;
 } memq_account_extra;
 
 struct memq_account {
@@ -127,6 +128,10 @@ struct memq_account {
     uint64_t id;
     memq_tracker *tracker;
     memq_account_extra *extra;        /* NULL until needed */
+    /* Its first parent (a NULL: none), inline: most children have one
+     * parent and need no extra part at all.  Its parents in order are
+     * this one, then extra->more_parents (memq__parent_link). */
+    memq_link parent;
     memq_participation *participants; /* doubly linked, NULL-terminated */
     _Atomic size_t charged;   /* sum of the participants' charged (spin) */
     /* Its key in the age index, for memq_claim_at() without the lock;
@@ -460,9 +465,20 @@ size_t memq__auto_max_at(const char *root);
 size_t memq__auto_max_from(uint64_t limit_bytes);
 
 /* ---- account.c ---- */
-static inline memq_account_list *memq__parents(const memq_account *a)
+static inline memq_account_list *memq__more_parents(const memq_account *a)
 {
-    return a->extra != NULL ? a->extra->parents : NULL;
+    return a->extra != NULL ? a->extra->more_parents : NULL;
+}
+
+/* How many parents a has, and the edge to its i-th (0: the inline one). */
+static inline uint32_t memq__parents_n(const memq_account *a)
+{
+    return a->parent.a == NULL ? 0 : 1 + memq__list_n(memq__more_parents(a));
+}
+
+static inline memq_link *memq__parent_link(memq_account *a, uint32_t i)
+{
+    return i == 0 ? &a->parent : &a->extra->more_parents->items[i - 1];
 }
 
 static inline memq_account_list *memq__children(const memq_account *a)

@@ -103,13 +103,24 @@ static void dump_free(dump *d)
     free(d->accounts);
 }
 
-static uint64_t *ids_of(const memq_account_list *l)
+static uint64_t *ids_of_children(const memq_account *a)
 {
+    const memq_account_list *l = memq__children(a);
     uint32_t n = memq__list_n(l);
     uint64_t *ids = malloc((n ? n : 1) * sizeof *ids);
     if (ids != NULL)
         for (uint32_t i = 0; i < n; i++)
             ids[i] = l->items[i].a->id;
+    return ids;
+}
+
+static uint64_t *ids_of_parents(memq_account *a)
+{
+    uint32_t n = memq__parents_n(a);
+    uint64_t *ids = malloc((n ? n : 1) * sizeof *ids);
+    if (ids != NULL)
+        for (uint32_t i = 0; i < n; i++)
+            ids[i] = memq__parent_link(a, i)->a->id;
     return ids;
 }
 
@@ -143,10 +154,10 @@ static int snapshot(memq_tracker *t, dump *d)
             x->participants++;
         }
         const char *name = memq__name(a);
-        x->nparents = memq__list_n(memq__parents(a));
+        x->nparents = memq__parents_n(a);
         x->nchildren = memq__list_n(memq__children(a));
-        x->parents = ids_of(memq__parents(a));
-        x->children = ids_of(memq__children(a));
+        x->parents = ids_of_parents(a);
+        x->children = ids_of_children(a);
         if (name != NULL)
             x->name = strdup(name);
         if (x->parents == NULL || x->children == NULL || (name != NULL && x->name == NULL))
