@@ -564,5 +564,6 @@ MEMQ_EXPORT size_t memq_participation_claimed(const memq_participation *p);
 
 /* The tracked queue and byte buffer. */
 #include "memquota/containers.h"
+#include "memquota/pool.h"
 
 #endif /* MEMQUOTA_H */

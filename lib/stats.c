@@ -5,6 +5,7 @@
  * it, so a slow FILE never stalls claims.
  */
 #include "internal.h"
+#include "pool.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -334,7 +335,7 @@ static void dump_json(FILE *f, const dump *d)
         else
             fputs("null}", f);
     }
-    fputs("]}\n", f);
+    fputc(']', f); /* the object is closed after the pools' part */
 }
 
 /* ---- Prometheus ---- */
@@ -441,6 +442,14 @@ int memq_tracker_dump(memq_tracker *t, FILE *f, int format)
     else
         dump_prometheus(f, &d);
     dump_free(&d);
+    /* The chunk pools' statistics, per size class (their room, no lock
+     * of ours held). */
+    if (rc == 0 && format == MEMQ_DUMP_JSON)
+        fputs(",\"pools\":", f);
+    if (rc == 0)
+        rc = memq__pool_dump(t, f, format);
+    if (format == MEMQ_DUMP_JSON)
+        fputs("}\n", f);
     if (rc != 0)
         return rc;
     return fflush(f) != 0 || ferror(f) ? MEMQ_ESYSTEM : 0;

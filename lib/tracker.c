@@ -3,6 +3,7 @@
  * total, and how the need for reclamation is announced.
  */
 #include "internal.h"
+#include "pool.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -157,6 +158,7 @@ int memq_tracker_new(memq_tracker **out, const memq_config *cfg)
 
 void memq__tracker_destroy(memq_tracker *t)
 {
+    memq__pool_tracker_gone(t); /* its own pool: chunks still out stay valid */
     t->magic = MEMQ_MAGIC_DEAD;
     close(t->notify_fd);
     free(t->ages);

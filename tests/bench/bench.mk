@@ -1,6 +1,7 @@
 # tests/bench/bench.mk - `make bench`: what accounting costs, against the
-# baselines a daemon author would pick (issue 5).  Included by the top
-# Makefile.
+# baselines a daemon author would pick (issue 5), then what the chunk pool
+# costs against malloc and the memory it holds against the allocators'
+# (pool_bench, issue 11).  Included by the top Makefile.
 #
 #   make bench            about 3 minutes on a 2-core machine
 #   make bench QUICK=1    about 30 seconds
@@ -14,6 +15,7 @@
 
 BENCH_DIR := $(OUT)/bench
 BENCH_BIN := $(BENCH_DIR)/memq_bench
+POOL_BENCH_BIN := $(BENCH_DIR)/pool_bench
 BENCH_BASE := $(BENCH_DIR)/libmemq_bench_base.so
 BENCH_RPATH := -Wl,-rpath,$(abspath $(BENCH_DIR)):$(abspath $(LIBOUT))
 
@@ -26,11 +28,16 @@ $(BENCH_BIN): tests/bench/bench.c $(BENCH_BASE) $(SHARED) include/memquota.h
 	$(CC) $(ALL_CFLAGS) $< -o $@ -L$(BENCH_DIR) -lmemq_bench_base -L$(LIBOUT) -lmemquota \
 	  $(BENCH_RPATH)
 
-.PHONY: bench-build
-bench-build: $(BENCH_BIN)
+$(POOL_BENCH_BIN): tests/bench/pool_bench.c $(SHARED) include/memquota.h include/memquota/pool.h
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $< -o $@ -L$(LIBOUT) -lmemquota $(BENCH_RPATH)
 
-bench: $(BENCH_BIN)
+.PHONY: bench-build
+bench-build: $(BENCH_BIN) $(POOL_BENCH_BIN)
+
+bench: $(BENCH_BIN) $(POOL_BENCH_BIN)
 	$(BENCH_BIN)$(if $(filter-out 0,$(QUICK)), --quick)
+	$(POOL_BENCH_BIN)$(if $(filter-out 0,$(QUICK)), --quick)
 
 # `make check` keeps the benchmark compiling (it does not run it).
 CHECK_EXTRA += bench-build
