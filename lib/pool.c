@@ -1361,7 +1361,15 @@ size_t memq_pool_class_size(size_t n)
     return (n + world.page - 1) & ~(world.page - 1);
 }
 
-static int alloc_large(memq_pool *pool, memq_participation *p, size_t n, void **out)
+/* The claim of an allocation: of data stamped `when` (memq_claim_at), or
+ * MEMQ_TIME_MAX for a plain claim. */
+static int claim(memq_participation *p, size_t n, memq_time when)
+{
+    return when == MEMQ_TIME_MAX ? memq_claim(p, n) : memq_claim_at(p, n, when);
+}
+
+static int alloc_large(memq_pool *pool, memq_participation *p, size_t n, memq_time when,
+                       void **out)
 {
     if (n > SIZE_MAX - SPAN_SIZE - 2 * world.page)
         return MEMQ_EOVERFLOW;
@@ -1401,7 +1409,7 @@ static int alloc_large(memq_pool *pool, memq_participation *p, size_t n, void **
         munmap(map, map_len);
         return MEMQ_ENOMEM;
     }
-    int rc = memq_claim(p, bytes);
+    int rc = claim(p, bytes, when);
     if (rc != 0) {
         pthread_mutex_lock(&world.lock);
         radix_set(base, bytes, NULL);
@@ -1438,14 +1446,15 @@ static NOINLINE int cache_unpop(memq_pool *pool, tcache *tc, unsigned k, void *c
 }
 
 /* Everything but a class chunk served from the calling thread's cache. */
-static NOINLINE int alloc_slow(memq_pool *pool, memq_participation *p, size_t n, void **out)
+static NOINLINE int alloc_slow(memq_pool *pool, memq_participation *p, size_t n,
+                               memq_time when, void **out)
 {
     if (pool == NULL || p == NULL || out == NULL || n == 0 || pool->magic != POOL_MAGIC)
         return MEMQ_EINVAL;
     if (atomic_load_explicit(&pool->orphan, memory_order_acquire))
         return MEMQ_ESHUTDOWN;
     if (n > MEMQ_POOL_CLASS_MAX)
-        return alloc_large(pool, p, n, out);
+        return alloc_large(pool, p, n, when, out);
     unsigned k = class_of(n);
     size_t size = class_sizes[k];
     pool_class *c = &pool->cls[k];
@@ -1465,7 +1474,7 @@ static NOINLINE int alloc_slow(memq_pool *pool, memq_participation *p, size_t n,
         chunk = m->chunk[have - 1];
         state = m->state[have - 1];
         atomic_store_explicit(&m->n, have - 1, memory_order_relaxed);
-        rc = memq_claim(p, size);
+        rc = claim(p, size, when);
         if (rc != 0)
             return cache_unpop(pool, tc, k, chunk, state, rc);
     } else {
@@ -1483,7 +1492,7 @@ static NOINLINE int alloc_slow(memq_pool *pool, memq_participation *p, size_t n,
         report(pool);
         if (chunk == NULL)
             return MEMQ_ENOMEM;
-        rc = memq_claim(p, size);
+        rc = claim(p, size, when);
         if (rc != 0) {
             span_put_one(pool, k, chunk);
             report(pool);
@@ -1499,7 +1508,10 @@ static NOINLINE int alloc_slow(memq_pool *pool, memq_participation *p, size_t n,
     return 0;
 }
 
-int memq_pool_alloc(memq_pool *pool, memq_participation *p, size_t n, void **out)
+/* The common path of memq_pool_alloc() and memq_pool_alloc_at(): a chunk
+ * from the calling thread's cache, claimed. */
+static inline int pool_alloc(memq_pool *pool, memq_participation *p, size_t n, memq_time when,
+                             void **out)
 {
     /* n - 1 wraps for n == 0: the slow path rejects it. */
     if (LIKELY(pool != NULL && p != NULL && out != NULL && n - 1 < MEMQ_POOL_CLASS_MAX)) {
@@ -1513,7 +1525,7 @@ int memq_pool_alloc(memq_pool *pool, memq_participation *p, size_t n, void **out
                 void *chunk = m->chunk[have - 1];
                 _Atomic uint8_t *state = m->state[have - 1];
                 atomic_store_explicit(&m->n, have - 1, memory_order_relaxed);
-                int rc = memq_claim(p, class_sizes[k]);
+                int rc = claim(p, class_sizes[k], when);
                 if (UNLIKELY(rc != 0))
                     return cache_unpop(pool, tc, k, chunk, state, rc);
                 atomic_store_explicit(state, CHUNK_ALLOCATED, memory_order_relaxed);
@@ -1524,7 +1536,20 @@ int memq_pool_alloc(memq_pool *pool, memq_participation *p, size_t n, void **out
             }
         }
     }
-    return alloc_slow(pool, p, n, out);
+    return alloc_slow(pool, p, n, when, out);
+}
+
+int memq_pool_alloc(memq_pool *pool, memq_participation *p, size_t n, void **out)
+{
+    return pool_alloc(pool, p, n, MEMQ_TIME_MAX, out);
+}
+
+int memq_pool_alloc_at(memq_pool *pool, memq_participation *p, size_t n, memq_time when,
+                       void **out)
+{
+    if (when == MEMQ_TIME_MAX)
+        when = MEMQ_TIME_MAX - 1; /* MEMQ_TIME_MAX stands for "no stamp" here */
+    return pool_alloc(pool, p, n, when, out);
 }
 
 /* ======================================================================

@@ -127,6 +127,14 @@ MEMQ_EXPORT memq_pool *memq_tracker_pool(memq_tracker *t);
  * untouched. */
 MEMQ_EXPORT int memq_pool_alloc(memq_pool *pool, memq_participation *p, size_t n, void **out);
 
+/* memq_pool_alloc() for data stamped `when`: the claim is memq_claim_at()'s
+ * (see memquota.h), so that the account's key in the age index is never
+ * later than the data that the chunk is for.  The tracked containers
+ * allocate this way with the stamp of what they store.  Returns what
+ * memq_pool_alloc() returns. */
+MEMQ_EXPORT int memq_pool_alloc_at(memq_pool *pool, memq_participation *p, size_t n,
+                                   memq_time when, void **out);
+
 /* Free a chunk memq_pool_alloc() returned and release its size from p,
  * the participation that claims it.  p may be NULL when that participation
  * is gone (its claims went with it): the chunk is freed and nothing is
