@@ -6,6 +6,7 @@
 #include "testutil.h"
 
 #include "pool.h" /* lib/pool.h: memq__pool_dump, memq__pool_tracker_gone */
+#include "internal.h" /* the age index, to check the key a stamp gives */
 
 #include <pthread.h>
 #include <signal.h>
@@ -1295,6 +1296,25 @@ START_TEST(test_dump_prometheus_labels_pool_and_class)
 }
 END_TEST
 
+START_TEST(test_alloc_at_files_the_datas_stamp_in_the_age_index)
+{
+    pool_world pw;
+    pool_world_new(&pw, 64 * MIB);
+    memq_pool *pool = memq_tracker_pool(pw.w.t);
+    ck_assert_ptr_nonnull(pool);
+    world_advance_to(&pw.w, world_now(&pw.w) + 100 * MS);
+    memq_time stamp = world_now(&pw.w) - 50 * MS; /* older than the claim */
+    void *chunk = NULL;
+    ck_assert_int_eq(memq_pool_alloc_at(pool, pw.fp.p, 600, stamp, &chunk), 0);
+    ck_assert_uint_ne(pw.a->slot, 0);
+    ck_assert_uint_eq(pw.w.t->ages[pw.a->slot - 1].key, stamp);
+    ck_assert_uint_eq(memq_participation_claimed(pw.fp.p), memq_pool_class_size(600));
+    memq_pool_dealloc(pw.fp.p, chunk);
+    ck_assert_uint_eq(memq_participation_claimed(pw.fp.p), 0);
+    pool_world_teardown(&pw);
+}
+END_TEST
+
 START_TEST(test_the_trackers_dumps_carry_the_pools_statistics)
 {
     pool_world pw;
@@ -1462,6 +1482,7 @@ int main(void)
     tcase_add_test(lifetimes, test_tracker_pool_forgets_its_tracker_when_the_tracker_goes);
     tcase_add_test(lifetimes, test_tracker_pool_goes_with_the_trackers_memory);
     tcase_add_test(lifetimes, test_the_trackers_dumps_carry_the_pools_statistics);
+    tcase_add_test(lifetimes, test_alloc_at_files_the_datas_stamp_in_the_age_index);
     tcase_add_test(lifetimes, test_tracker_with_an_unused_pool_is_destroyed_cleanly);
     suite_add_tcase(s, lifetimes);
 
