@@ -38,4 +38,13 @@ void memq__tracker_config(const memq_tracker *t, memq_config *out);
  * tracker's life is logged through its log callback, with no lock held. */
 void memq__misuse(memq_tracker *t, const char *what);
 
+/* Whether memq_tracker_free() was called on t: the rooms take no new work
+ * for it then. */
+bool memq__tracker_shut_down(memq_tracker *t);
+
+/* The tracker a participation belongs to; NULL for NULL or a handle whose
+ * memory the library no longer holds (best effort, as every handle
+ * check). */
+memq_tracker *memq__participation_tracker(const memq_participation *p);
+
 #endif /* MEMQ_CORE_H */

@@ -34,6 +34,11 @@ bool memq__participation_valid(const memq_participation *p)
     return p != NULL && p->magic == MEMQ_MAGIC_PARTICIPATION;
 }
 
+memq_tracker *memq__participation_tracker(const memq_participation *p)
+{
+    return memq__participation_valid(p) ? p->account->tracker : NULL;
+}
+
 static size_t load(const _Atomic size_t *x)
 {
     return atomic_load_explicit(x, memory_order_relaxed);

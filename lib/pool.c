@@ -1124,18 +1124,10 @@ void memq_pool_config_init(memq_pool_config *cfg)
     cfg->cache = DEFAULT_CACHE;
 }
 
-/*
- * Whether the tracker was shut down.  lib/core.h has no such query, and
- * the public API answers it only through a call that fails after
- * shutdown: creating an account (which costs the tracker one account id).
- */
+/* MEMQ_ESHUTDOWN if the tracker was shut down, else 0. */
 static int tracker_open(memq_tracker *t)
 {
-    memq_account *a = NULL;
-    int rc = memq_account_new(t, NULL, &a);
-    if (rc == 0)
-        memq_account_unref(a);
-    return rc;
+    return memq__tracker_shut_down(t) ? MEMQ_ESHUTDOWN : 0;
 }
 
 /* A new pool, not yet listed (see pool_list()). */
@@ -1635,8 +1627,14 @@ static NOINLINE void dealloc_odd(memq_participation *p, void *chunk, span *s)
 {
     uintptr_t a = (uintptr_t)chunk;
     if (s == NULL) {
-        if (chunk != NULL)
-            atomic_fetch_add_explicit(&foreign_frees, 1, memory_order_relaxed);
+        if (chunk == NULL)
+            return;
+        atomic_fetch_add_explicit(&foreign_frees, 1, memory_order_relaxed);
+        /* No pool knows the address: the participation's tracker hears
+         * of it, if there is one. */
+        memq_tracker *t = memq__participation_tracker(p);
+        if (t != NULL)
+            memq__misuse(t, "misuse: memq_pool_dealloc of a pointer no pool allocated");
         return;
     }
     if (s->cls == LARGE_CLASS) {

@@ -298,6 +298,14 @@ void memq__tracker_drop(memq_tracker *t)
     memq__unlock(t); /* the last reference destroys it */
 }
 
+bool memq__tracker_shut_down(memq_tracker *t)
+{
+    memq__lock(t);
+    bool shut = t->shutdown;
+    memq__unlock(t);
+    return shut;
+}
+
 void memq__misuse(memq_tracker *t, const char *what)
 {
     memq__lock(t);

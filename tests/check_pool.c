@@ -341,6 +341,9 @@ START_TEST(test_foreign_pointers_are_counted_and_ignored)
     free(heap);
     memq_pool_stats st = pool_stats(pool);
     ck_assert_uint_eq(st.foreign, before + 3);
+    /* The participation's tracker counts them as misuse, and logs one. */
+    ck_assert_uint_eq(world_stats(&pw.w).misuse_events, 3);
+    ck_assert_ptr_nonnull(strstr(pw.w.last_log, "no pool allocated"));
     ck_assert_uint_eq(memq_participation_claimed(pw.fp.p), 64);
     ck_assert_uint_eq(memq_pool_chunk_size(&on_stack), 0);
     chunk_free(&pw.fp, keep);
