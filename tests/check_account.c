@@ -397,6 +397,27 @@ START_TEST(test_add_parent_rejects_a_deep_descendant_with_ecycle)
 }
 END_TEST
 
+/* Walks mark the accounts they visit with a number that grows by one per
+ * walk; after 2^32 walks it wraps, and every old mark is forgotten so that
+ * no account looks visited.  A cycle is still found across the wrap. */
+START_TEST(test_cycles_are_still_found_when_the_walk_marks_wrap)
+{
+    fake_world w;
+    world_new(&w, 10000, 5000);
+    memq_account *root = world_account(&w, NULL);
+    memq_account *mid = world_account(&w, root);
+    memq_account *leaf = world_account(&w, mid);
+    pthread_mutex_lock(&w.t->lock);
+    w.t->visit = UINT32_MAX; /* the next walk wraps */
+    leaf->visit = 1;         /* a stale mark the wrapped walk would take as its own */
+    pthread_mutex_unlock(&w.t->lock);
+    ck_assert_int_eq(memq_account_add_parent(root, leaf), MEMQ_ECYCLE);
+    ck_assert_uint_eq(w.t->visit, 1);
+    ck_assert_int_eq(memq_account_add_parent(root, mid), MEMQ_ECYCLE);
+    world_teardown(&w);
+}
+END_TEST
+
 START_TEST(test_add_parent_accepts_a_diamond)
 {
     fake_world w;
@@ -716,6 +737,7 @@ int main(void)
     tcase_add_test(tc, test_add_parent_rejects_the_account_itself_with_ecycle);
     tcase_add_test(tc, test_add_parent_rejects_a_child_with_ecycle);
     tcase_add_test(tc, test_add_parent_rejects_a_deep_descendant_with_ecycle);
+    tcase_add_test(tc, test_cycles_are_still_found_when_the_walk_marks_wrap);
     tcase_add_test(tc, test_add_parent_accepts_a_diamond);
     tcase_add_test(tc, test_add_parent_rejects_accounts_of_different_trackers);
     tcase_add_test(tc, test_add_parent_rejects_null_accounts);

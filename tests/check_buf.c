@@ -669,6 +669,176 @@ START_TEST(test_a_buffer_enters_the_age_index_no_later_than_its_data)
 }
 END_TEST
 
+/* The buffer learns that its account closed at its own next drain, before
+ * reclamation's notice reaches it: the notice then finds nothing to do,
+ * and on_collapse runs once. */
+START_TEST(test_a_buffer_that_collapsed_before_its_notice_arrives_collapses_once)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(64 * KIB, 32 * KIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *a = account_make(t);
+    pender sibling;
+    fake_clock_set(&clock, 1);
+    pender_start(&sibling, a, 80 * KIB, 1); /* crosses max */
+    for (int i = 0; i < 1000 && sibling.calls == 0; i++)
+        ck_assert_int_eq(memq_tracker_reclaim(t), MEMQ_EAGAIN); /* its answer will be pending */
+    atomic_int collapses = 0;
+    memq_buf *b = buf_make(a, &collapses);
+    fake_clock_set(&clock, 2);
+    size_t written = 0;
+    add_stream(b, &written, 10000);
+    pender_answer(&sibling, MEMQ_RECLAIMED_COLLAPSING); /* the account closes */
+    ck_assert_uint_eq(memq_buf_drain(b, 10), 0); /* the owner sees it first */
+    ck_assert(memq_buf_closed(b));
+    ck_assert_uint_eq(memq_buf_allocated(b), 0);
+    ck_assert_int_eq(atomic_load(&collapses), 1);
+    ck_assert_int_eq(reclaim_until_done(t), 0); /* the notice comes */
+    ck_assert_int_eq(atomic_load(&collapses), 1);
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    memq_buf_free(b);
+    memq_participation_free(sibling.p);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* The account closes (here from the clock the add reads: the moment
+ * another thread could close it) after the add checked it: the claim
+ * fails, nothing is appended, and the buffer collapses. */
+START_TEST(test_an_add_racing_its_accounts_close_collapses_the_buffer)
+{
+    closing_clock clock = {.now = 10};
+    memq_tracker *t = tracker_with_closing_clock(1 * MIB, &clock);
+    memq_account *a = account_make(t);
+    atomic_int collapses = 0;
+    memq_buf *b = buf_make(a, &collapses);
+    size_t written = 0;
+    add_stream(b, &written, 5000);
+    clock.unref = a; /* the only reference */
+    static unsigned char more[10000];
+    ck_assert_int_eq(memq_buf_add(b, more, sizeof more), MEMQ_ECLOSED);
+    ck_assert(memq_buf_closed(b));
+    ck_assert_uint_eq(memq_buf_len(b), 0);
+    ck_assert_uint_eq(memq_buf_allocated(b), 0);
+    ck_assert_int_eq(atomic_load(&collapses), 1);
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    memq_buf_free(b);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_an_add_racing_tracker_shutdown_collapses_the_buffer)
+{
+    closing_clock clock = {.now = 10};
+    memq_tracker *t = tracker_with_closing_clock(1 * MIB, &clock);
+    memq_account *a = account_make(t);
+    atomic_int collapses = 0;
+    memq_buf *b = buf_make(a, &collapses);
+    clock.shut_down = t;
+    ck_assert_int_eq(memq_buf_add(b, "abc", 3), MEMQ_ECLOSED);
+    ck_assert(memq_buf_closed(b));
+    ck_assert_uint_eq(memq_buf_len(b), 0);
+    ck_assert_int_eq(atomic_load(&collapses), 1);
+    memq_buf_free(b);
+    memq_account_unref(a); /* the tracker's memory goes with it */
+}
+END_TEST
+
+/* A clock at its very last value still stamps a chunk with an age
+ * (MEMQ_TIME_MAX means "no data"): that buffer is a candidate like any
+ * other, and the newest one, reclaimed after the older one. */
+static int collapse_order[2], collapses_seen;
+
+static void note_collapse(void *ctx)
+{
+    collapse_order[collapses_seen++ % 2] = *(int *)ctx;
+}
+
+START_TEST(test_an_add_when_the_clock_reads_time_max_is_still_the_newest_data)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(100 * KIB, 16 * KIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *old = account_make(t), *last = account_make(t);
+    static int old_id = 1, last_id = 2;
+    collapses_seen = 0;
+    memq_buf *bo = NULL, *bl = NULL;
+    ck_assert_int_eq(memq_buf_new(old, note_collapse, &old_id, &bo), 0);
+    ck_assert_int_eq(memq_buf_new(last, note_collapse, &last_id, &bl), 0);
+    size_t wo = 0, wl = 0;
+    fake_clock_set(&clock, 1000);
+    add_stream(bo, &wo, 40000); /* one 64 KiB chunk */
+    fake_clock_set(&clock, MEMQ_TIME_MAX);
+    add_stream(bl, &wl, 40000); /* another: crosses max */
+    memq_time stamp = 0;
+    ck_assert(memq_buf_oldest(bl, &stamp));
+    ck_assert_uint_eq(stamp, MEMQ_TIME_MAX - 1);
+    ck_assert(memq_buf_oldest(bl, NULL)); /* the time is optional */
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+    /* Both had to go to reach low water: the older first. */
+    ck_assert_int_eq(collapses_seen, 2);
+    ck_assert_int_eq(collapse_order[0], 1);
+    ck_assert_int_eq(collapse_order[1], 2);
+    memq_buf_free(bo);
+    memq_buf_free(bl);
+    memq_account_unref(old);
+    memq_account_unref(last);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* What a fresh buffer allocates for one add of n bytes. */
+static size_t allocation_for(memq_account *a, size_t n)
+{
+    memq_buf *b = buf_make(a, NULL);
+    size_t written = 0;
+    add_stream(b, &written, n);
+    size_t allocated = memq_buf_allocated(b);
+    memq_buf_free(b);
+    return allocated;
+}
+
+/* The size of the chunks' header and of the largest chunk, from what adds
+ * allocate: the smallest chunk holds its size less the header. */
+static void chunk_geometry(memq_account *a, size_t *header, size_t *chunk_max)
+{
+    size_t smallest = allocation_for(a, 1), lo = 1, hi = smallest;
+    while (lo + 1 < hi) { /* the largest n that still fits the smallest chunk */
+        size_t mid = (lo + hi) / 2;
+        if (allocation_for(a, mid) == smallest)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    *header = smallest - lo;
+    size_t size = smallest;
+    while (allocation_for(a, 2 * size - *header) == 2 * size) /* one chunk, twice as large */
+        size *= 2;
+    *chunk_max = size;
+}
+
+/* Chunks counted one by one, the last one tipping the total past
+ * SIZE_MAX: refused before anything is allocated. */
+START_TEST(test_an_add_whose_last_chunk_would_overflow_the_total_fails_and_changes_nothing)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    size_t header, chunk_max;
+    chunk_geometry(a, &header, &chunk_max);
+    ck_assert_uint_gt(header, 0);
+    ck_assert_uint_ge(chunk_max, 4 * KIB);
+    memq_buf *b = buf_make(a, NULL);
+    /* As many full chunks as fit in size_t, and one byte more. */
+    size_t n = (SIZE_MAX / chunk_max) * (chunk_max - header) + 1;
+    ck_assert_int_eq(memq_buf_add(b, "x", n), MEMQ_EOVERFLOW);
+    ck_assert_uint_eq(memq_buf_len(b), 0);
+    ck_assert_uint_eq(memq_buf_allocated(b), 0);
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    memq_buf_free(b);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
 static Suite *buf_suite(void)
 {
     Suite *s = suite_create("buf");
@@ -681,6 +851,8 @@ static Suite *buf_suite(void)
     tcase_add_test(basics, test_empty_buffer_claims_nothing_and_has_no_age);
     tcase_add_test(basics, test_null_arguments_are_rejected);
     tcase_add_test(basics, test_add_of_an_overflowing_size_fails_and_changes_nothing);
+    tcase_add_test(basics,
+                   test_an_add_whose_last_chunk_would_overflow_the_total_fails_and_changes_nothing);
     tcase_add_test(basics, test_peek_copies_the_front_without_removing_it);
     tcase_add_test(basics, test_bytes_cross_chunk_boundaries_intact);
     suite_add_tcase(s, basics);
@@ -704,6 +876,10 @@ static Suite *buf_suite(void)
     tcase_add_test(collapse, test_buffer_whose_account_was_unreffed_collapses_at_its_next_add);
     tcase_add_test(collapse, test_buffer_whose_account_was_unreffed_collapses_at_its_next_drain);
     tcase_add_test(collapse, test_buffer_collapses_at_its_next_add_after_tracker_shutdown);
+    tcase_add_test(collapse, test_a_buffer_that_collapsed_before_its_notice_arrives_collapses_once);
+    tcase_add_test(collapse, test_an_add_racing_its_accounts_close_collapses_the_buffer);
+    tcase_add_test(collapse, test_an_add_racing_tracker_shutdown_collapses_the_buffer);
+    tcase_add_test(collapse, test_an_add_when_the_clock_reads_time_max_is_still_the_newest_data);
     suite_add_tcase(s, collapse);
 
     tcase_set_timeout(threads, 60);

@@ -398,6 +398,25 @@ START_TEST(test_parse_size_accepts_the_largest_whole_tib)
 }
 END_TEST
 
+START_TEST(test_parse_size_ignores_fraction_digits_beyond_the_nineteenth)
+{
+    size_t out = 0;
+    /* 0.5 KiB, then digits too small to matter for any unit */
+    ck_assert_int_eq(memq_parse_size("0.50000000000000000009999 KiB", &out), 0);
+    ck_assert_uint_eq(out, 512);
+    ck_assert_int_eq(memq_parse_size("1.9999999999999999999999 B", &out), 0);
+    ck_assert_uint_eq(out, 1);
+}
+END_TEST
+
+START_TEST(test_parse_size_accepts_a_tab_between_number_and_unit)
+{
+    size_t out = 0;
+    ck_assert_int_eq(memq_parse_size("3\tMiB", &out), 0);
+    ck_assert_uint_eq(out, 3 * MIB);
+}
+END_TEST
+
 START_TEST(test_parse_size_rejects_empty_text)
 {
     assert_parse_fails("", MEMQ_EINVAL);
@@ -783,6 +802,8 @@ int main(void)
     tcase_add_test(tc, test_parse_size_rounds_fractions_down);
     tcase_add_test(tc, test_parse_size_is_exact_for_large_integers);
     tcase_add_test(tc, test_parse_size_accepts_the_largest_whole_tib);
+    tcase_add_test(tc, test_parse_size_ignores_fraction_digits_beyond_the_nineteenth);
+    tcase_add_test(tc, test_parse_size_accepts_a_tab_between_number_and_unit);
     tcase_add_test(tc, test_parse_size_rejects_empty_text);
     tcase_add_test(tc, test_parse_size_rejects_a_sign);
     tcase_add_test(tc, test_parse_size_rejects_an_unknown_unit);

@@ -23,6 +23,7 @@
  * ====================================================================== */
 
 static int log_calls;
+static int misuse_logs; /* lines saying "misuse" */
 static char last_log[512];
 
 static void on_log(void *ctx, int level, const char *msg)
@@ -30,6 +31,7 @@ static void on_log(void *ctx, int level, const char *msg)
     (void)ctx;
     (void)level;
     log_calls++;
+    misuse_logs += strstr(msg, "misuse") != NULL;
     snprintf(last_log, sizeof last_log, "%s", msg);
 }
 
@@ -73,6 +75,7 @@ static void setup(void)
 {
     memset(&fx, 0, sizeof fx);
     log_calls = 0;
+    misuse_logs = 0;
     last_log[0] = '\0';
     cfg_valid(&fx.cfg);
     ck_assert_int_eq(memq_tracker_new(&fx.t, &fx.cfg), 0);
@@ -259,6 +262,50 @@ ROW(config_unlimited_with_low_water)
     c.max = MEMQ_UNLIMITED;
     config_rejected(&c, "low_water");
 }
+ROW(config_pressure_interval_zero)
+{
+    memq_config c;
+    cfg_valid(&c);
+    c.pressure_interval_ms = 0;
+    config_rejected(&c, "pressure_interval_ms");
+}
+ROW(config_pressure_window_out_of_range)
+{
+    memq_config c;
+    cfg_valid(&c);
+    c.pressure_window_us = 499999;
+    config_rejected(&c, "pressure_window_us");
+    c.pressure_window_us = 10000001;
+    config_rejected(&c, "pressure_window_us");
+}
+ROW(config_pressure_stall_out_of_range)
+{
+    memq_config c;
+    cfg_valid(&c);
+    c.pressure_stall_us = 0;
+    config_rejected(&c, "pressure_stall_us");
+    c.pressure_stall_us = c.pressure_window_us + 1;
+    config_rejected(&c, "pressure_stall_us");
+}
+ROW(config_pressure_low_water_above_low_water)
+{
+    memq_config c;
+    cfg_valid(&c);
+    c.pressure_low_water = c.low_water + 1;
+    config_rejected(&c, "pressure_low_water");
+}
+ROW(config_unlimited_with_pressure_or_rss)
+{
+    memq_config c;
+    cfg_valid(&c);
+    c.max = MEMQ_UNLIMITED;
+    c.low_water = 0;
+    c.pressure_low_water = 1;
+    config_rejected(&c, "pressure_low_water");
+    c.pressure_low_water = 0;
+    c.rss_max = 1 * MIB;
+    config_rejected(&c, "rss_max");
+}
 ROW(config_check_message_truncated)
 {
     memq_config c;
@@ -320,6 +367,67 @@ ROW(tracker_reconfigure_clock_change)
     c.clock = other_clock;
     ck_assert_int_eq(memq_tracker_reconfigure(fx.t, &c), MEMQ_EINVAL);
     ck_assert_uint_ne(memq_tracker_now(fx.t), 1);
+}
+/* What was set up at creation: the watcher (and its trigger) and the
+ * tracker's pool.  Each change is refused, naming the field. */
+ROW(tracker_reconfigure_creation_fields)
+{
+    for (int field = 0; field < 5; field++) {
+        memq_config c = fx.cfg;
+        const char *name = field < 3 ? "pressure_watch" : "pool_reserve, pool_debug";
+        switch (field) {
+        case 0: c.pressure_watch = true; break;
+        case 1: c.pressure_stall_us = 100000; break;
+        case 2: c.pressure_window_us = 4000000; break;
+        case 3: c.pool_reserve = 1 * MIB; break;
+        default: c.pool_debug = true; break;
+        }
+        c.low_water = 256 * KIB; /* would apply if the change were accepted */
+        int before = log_calls;
+        ck_assert_int_eq(memq_tracker_reconfigure(fx.t, &c), MEMQ_EINVAL);
+        ck_assert_int_eq(log_calls, before + 1);
+        ck_assert_msg(strncmp(last_log, name, strlen(name)) == 0, "log \"%s\"", last_log);
+        memq_config now;
+        ck_assert_int_eq(memq_tracker_config(fx.t, &now), 0);
+        ck_assert_uint_eq(now.low_water, fx.cfg.low_water);
+        ck_assert(!now.pressure_watch);
+        ck_assert_uint_eq(now.pool_reserve, fx.cfg.pool_reserve);
+    }
+}
+ROW(tracker_reconfigure_after_shutdown)
+{
+    memq_tracker *t = fx.t;
+    memq_tracker_free(fx.t); /* fx.a keeps its memory */
+    fx.t = NULL;
+    ck_assert_int_eq(memq_tracker_reconfigure(t, &fx.cfg), MEMQ_ESHUTDOWN);
+}
+ROW(tracker_reclaim_after_shutdown)
+{
+    memq_tracker *t = fx.t;
+    memq_tracker_free(fx.t);
+    fx.t = NULL;
+    ck_assert_int_eq(memq_tracker_reclaim(t), MEMQ_ESHUTDOWN);
+}
+ROW(tracker_free_twice)
+{
+    memq_tracker *t = fx.t;
+    memq_tracker_free(fx.t);
+    fx.t = NULL;
+    int before = log_calls;
+    memq_tracker_free(t); /* fx.a keeps its memory: seen, counted, ignored */
+    ck_assert_int_eq(log_calls, before + 1);
+    ck_assert_ptr_nonnull(strstr(last_log, "memq_tracker_free called twice"));
+    memq_tracker_free(t);
+    ck_assert_int_eq(log_calls, before + 1); /* only the first misuse is logged */
+}
+ROW(tracker_config_null)
+{
+    memq_config out;
+    memset(&out, 0x5e, sizeof out);
+    memq_config untouched = out;
+    ck_assert_int_eq(memq_tracker_config(NULL, &out), MEMQ_EINVAL);
+    ck_assert_int_eq(memq_tracker_config(fx.t, NULL), MEMQ_EINVAL);
+    ck_assert_int_eq(memcmp(&out, &untouched, sizeof out), 0);
 }
 ROW(tracker_queries_null)
 {
@@ -389,6 +497,16 @@ ROW(account_new_closed_parent)
     ck_assert_int_eq(memq_account_new(fx.t, closed, &a), MEMQ_ECLOSED);
     ck_assert_ptr_eq(a, SENTINEL);
     memq_participation_free(p);
+}
+ROW(account_new_after_shutdown)
+{
+    memq_tracker *t = fx.t;
+    memq_tracker_free(fx.t); /* fx.a keeps its memory */
+    fx.t = NULL;
+    memq_account *a = SENTINEL;
+    ck_assert_int_eq(memq_account_new(t, NULL, &a), MEMQ_ESHUTDOWN);
+    ck_assert_int_eq(memq_account_new(t, fx.a, &a), MEMQ_ESHUTDOWN);
+    ck_assert_ptr_eq(a, SENTINEL);
 }
 ROW(add_parent_null)
 {
@@ -662,6 +780,56 @@ ROW(reclaim_done_pending_status)
     ck_assert_uint_eq(st.partial_reclaims, 1);
     memq_release(fx.p, 2 * MIB);
 }
+/* A participation freed by its own reclaim callback is still memory the
+ * library holds until the callback returns: using it then is seen. */
+typedef enum { AFTER_FREE_CLAIM, AFTER_FREE_RELEASE, AFTER_FREE_FREE } after_free_use;
+
+typedef struct self_freeing {
+    memq_participation *p;
+    after_free_use use;
+    int rc;
+} self_freeing;
+
+static bool claims_old_data(void *self, memq_time *when)
+{
+    (void)self;
+    *when = 1;
+    return true;
+}
+
+static memq_reclaim_status free_then_use(void *self, const memq_reclaim_request *req)
+{
+    self_freeing *x = self;
+    (void)req;
+    memq_participation_free(x->p);
+    if (x->use == AFTER_FREE_CLAIM)
+        x->rc = memq_claim(x->p, 1);
+    else if (x->use == AFTER_FREE_RELEASE)
+        memq_release(x->p, 1);
+    else
+        memq_participation_free(x->p);
+    return MEMQ_RECLAIMED_PARTIAL;
+}
+
+static void use_after_free_in_callback(after_free_use use, int want_rc)
+{
+    static const memq_participant_ops self_freeing_ops = {claims_old_data, free_then_use};
+    self_freeing x = {NULL, use, 12345};
+    memq_account *a = new_account(NULL);
+    ck_assert_int_eq(memq_participant_register(a, &self_freeing_ops, &x, &x.p), 0);
+    ck_assert_int_eq(memq_claim(x.p, 2 * MIB), 0);
+    ck_assert_int_eq(memq_tracker_reclaim(fx.t), 0);
+    memq_stats st = stats();
+    ck_assert_uint_eq(st.misuse_events, 1);
+    ck_assert_uint_eq(st.participants, 1); /* fx.p; x.p is gone */
+    ck_assert_uint_eq(st.used, 0);
+    ck_assert_int_eq(x.rc, want_rc);
+    ck_assert_int_eq(misuse_logs, 1);
+    memq_account_unref(a);
+}
+ROW(claim_freed_participation) { use_after_free_in_callback(AFTER_FREE_CLAIM, MEMQ_EINVAL); }
+ROW(release_freed_participation) { use_after_free_in_callback(AFTER_FREE_RELEASE, 12345); }
+ROW(participation_free_twice) { use_after_free_in_callback(AFTER_FREE_FREE, 12345); }
 ROW(participation_claimed_null_closed)
 {
     ck_assert_uint_eq(memq_participation_claimed(NULL), 0);
@@ -731,6 +899,21 @@ ROW(queue_push_overflow)
     free(item); /* not taken */
     memq_queue_free(q);
 }
+ROW(queue_push_overflow_of_the_tracker_total)
+{
+    memq_queue *q;
+    ck_assert_int_eq(memq_queue_new(fx.a, MEMQ_QUEUE_COLLAPSE, free_item, NULL, NULL, &q), 0);
+    ck_assert_int_eq(memq_claim(fx.p, SIZE_MAX - 10), 0); /* room for 10 bytes more */
+    void *item = malloc(8);
+    ck_assert_int_eq(memq_queue_push(q, item, 8), MEMQ_EOVERFLOW);
+    ck_assert_uint_eq(memq_queue_len(q), 0);
+    ck_assert_ptr_null(memq_queue_pop(q));
+    ck_assert(!memq_queue_closed(q));
+    ck_assert_uint_eq(memq_tracker_used(fx.t), SIZE_MAX - 10);
+    free(item); /* not taken */
+    memq_release(fx.p, SIZE_MAX - 10);
+    memq_queue_free(q);
+}
 ROW(queue_push_closed)
 {
     memq_queue *q;
@@ -797,6 +980,22 @@ ROW(buf_add_overflow)
     ck_assert_uint_eq(memq_tracker_used(fx.t), used);
     memq_buf_free(b);
 }
+ROW(buf_add_overflow_of_the_tracker_total)
+{
+    memq_buf *b;
+    ck_assert_int_eq(memq_buf_new(fx.a, NULL, NULL, &b), 0);
+    ck_assert_int_eq(memq_claim(fx.p, SIZE_MAX - 10), 0); /* room for 10 bytes more */
+    ck_assert_int_eq(memq_buf_add(b, "abc", 3), MEMQ_EOVERFLOW);
+    ck_assert_uint_eq(memq_buf_len(b), 0);
+    ck_assert_uint_eq(memq_buf_allocated(b), 0);
+    ck_assert(!memq_buf_oldest(b, NULL));
+    ck_assert(!memq_buf_closed(b));
+    ck_assert_uint_eq(memq_tracker_used(fx.t), SIZE_MAX - 10);
+    memq_release(fx.p, SIZE_MAX - 10);
+    ck_assert_int_eq(memq_buf_add(b, "abc", 3), 0); /* with room, it goes in */
+    ck_assert_uint_eq(memq_buf_len(b), 3);
+    memq_buf_free(b);
+}
 ROW(buf_add_closed)
 {
     memq_buf *b;
@@ -828,13 +1027,19 @@ static const row rows[] = {
     R(config_init_null), R(config_check_null), R(config_low_water_without_max),
     R(config_low_water_not_below_max), R(config_band_smaller_than_four_caches),
     R(config_timeout_zero), R(config_budget_zero), R(config_unknown_mode),
-    R(config_unlimited_with_low_water), R(config_check_message_truncated),
+    R(config_unlimited_with_low_water), R(config_pressure_interval_zero),
+    R(config_pressure_window_out_of_range), R(config_pressure_stall_out_of_range),
+    R(config_pressure_low_water_above_low_water), R(config_unlimited_with_pressure_or_rss),
+    R(config_check_message_truncated),
     R(tracker_new_null_out), R(tracker_new_null_config), R(tracker_free_null),
     R(tracker_reconfigure_null), R(tracker_reconfigure_rejected_changes_nothing),
     R(tracker_reconfigure_mode_change), R(tracker_reconfigure_to_unlimited),
-    R(tracker_reconfigure_clock_change), R(tracker_queries_null), R(tracker_stats_null),
+    R(tracker_reconfigure_clock_change), R(tracker_reconfigure_creation_fields),
+    R(tracker_reconfigure_after_shutdown), R(tracker_reclaim_after_shutdown),
+    R(tracker_free_twice), R(tracker_config_null), R(tracker_queries_null), R(tracker_stats_null),
     R(tracker_dump_null), R(tracker_dump_unknown_format), R(tracker_dump_write_fails),
     R(account_new_null), R(account_new_parent_of_other_tracker), R(account_new_closed_parent),
+    R(account_new_after_shutdown),
     R(add_parent_null), R(add_parent_other_tracker), R(add_parent_itself),
     R(add_parent_descendant), R(add_parent_twice), R(add_parent_closed),
     R(add_parent_after_shutdown), R(account_ref_unref_null), R(account_unref_without_references),
@@ -846,11 +1051,13 @@ static const row rows[] = {
     R(release_null), R(release_more_than_claimed), R(release_after_close),
     R(release_after_shutdown), R(participation_free_null), R(reclaim_done_null),
     R(reclaim_done_not_pending), R(reclaim_done_invalid_status), R(reclaim_done_pending_status),
+    R(claim_freed_participation), R(release_freed_participation), R(participation_free_twice),
     R(participation_claimed_null_closed),
     R(queue_new_null), R(queue_new_unknown_policy), R(queue_new_closed), R(queue_new_after_shutdown),
-    R(queue_null_handle), R(queue_push_overflow), R(queue_push_closed),
+    R(queue_null_handle), R(queue_push_overflow), R(queue_push_overflow_of_the_tracker_total),
+    R(queue_push_closed),
     R(buf_new_null), R(buf_new_closed), R(buf_null_handle), R(buf_add_null_data),
-    R(buf_add_overflow), R(buf_add_closed),
+    R(buf_add_overflow), R(buf_add_overflow_of_the_tracker_total), R(buf_add_closed),
 };
 #define NROWS ((int)(sizeof rows / sizeof rows[0]))
 

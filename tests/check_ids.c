@@ -104,6 +104,31 @@ START_TEST(test_an_unknown_id_is_not_found_in_an_empty_or_full_table)
 }
 END_TEST
 
+/* Removing an account that is not in the table (the table may even be
+ * unallocated) changes nothing: every open account is still found. */
+START_TEST(test_removing_an_account_that_is_not_in_the_table_changes_nothing)
+{
+    fake_world w;
+    world_new(&w, 1 * GIB, 0);
+    memq_account stranger;
+    memset(&stranger, 0, sizeof stranger);
+    stranger.id = 12345;
+    pthread_mutex_lock(&w.t->lock);
+    ck_assert_uint_eq(w.t->ids_cap, 0);
+    memq__ids_remove(w.t, &stranger); /* an empty, unallocated table */
+    pthread_mutex_unlock(&w.t->lock);
+    memq_account *a = world_account(&w, NULL), *b = world_account(&w, NULL);
+    pthread_mutex_lock(&w.t->lock);
+    memq__ids_remove(w.t, &stranger);
+    size_t n = w.t->naccounts;
+    pthread_mutex_unlock(&w.t->lock);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_ptr_eq(found(&w, memq_account_id(a)), a);
+    ck_assert_ptr_eq(found(&w, memq_account_id(b)), b);
+    world_teardown(&w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("ids");
@@ -111,6 +136,7 @@ int main(void)
     tcase_add_test(tc, test_every_open_account_is_found_and_no_closed_one_through_random_churn);
     tcase_add_test(tc, test_tracker_free_closes_every_account_of_a_crowded_table);
     tcase_add_test(tc, test_an_unknown_id_is_not_found_in_an_empty_or_full_table);
+    tcase_add_test(tc, test_removing_an_account_that_is_not_in_the_table_changes_nothing);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

@@ -440,6 +440,110 @@ START_TEST(test_a_watch_that_cannot_be_used_never_fails_tracker_creation)
 }
 END_TEST
 
+/* Fifteen accounts of 100 bytes (1500, below max 2000); RSS 100 over
+ * rss_max: the episode frees the excess and a quarter of the band (300),
+ * 400 bytes, and stops at 1100, well above low water (800). */
+START_TEST(test_an_rss_episode_frees_the_excess_and_a_quarter_of_the_band_and_no_more)
+{
+    fake_world w;
+    fake_part parts[15];
+    fake_rss r = {.follows = true, .base = 9000};
+    world_init(&w, 2000, 800);
+    w.cfg.rss_max = 9000 + 1400; /* RSS 10500 with 1500 used */
+    world_start(&w);
+    r.w = &w;
+    inject_rss(&w, &r);
+    for (int i = 0; i < 15; i++)
+        world_holder(&w, &parts[i], i, NULL, AT(10 * (i + 1)), 100);
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    ck_assert_uint_eq(memq_tracker_used(w.t), 1100);
+    for (int i = 0; i < 15; i++)
+        ck_assert_int_eq(parts[i].calls, i < 4 ? 1 : 0);
+    ck_assert_uint_eq(world_stats(&w).rss_episodes, 1);
+    world_teardown(&w);
+}
+END_TEST
+
+/* No RSS source injected: rss_max is held against this process's own
+ * resident memory, megabytes, far above an rss_max of one byte.  RSS alone
+ * takes the tracked memory down to low water and no lower. */
+START_TEST(test_rss_max_is_held_against_this_processs_own_rss)
+{
+    fake_world w;
+    fake_part parts[10];
+    world_init(&w, 2000, 800);
+    w.cfg.rss_max = 1;
+    world_start(&w);
+    for (int i = 0; i < 10; i++)
+        world_holder(&w, &parts[i], i, NULL, AT(10 * (i + 1)), 100);
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    memq_stats st = world_stats(&w);
+    ck_assert_uint_eq(st.rss_episodes, 1);
+    ck_assert_uint_gt(st.rss, 1 * MIB);
+    ck_assert_uint_eq(st.used, 800);
+    world_teardown(&w);
+}
+END_TEST
+
+/* In thread mode nobody calls memq_tracker_reclaim(): the reclaim thread
+ * wakes for the RSS checks by itself. */
+START_TEST(test_the_reclaim_thread_checks_rss_by_itself)
+{
+    fake_world w;
+    fake_part parts[10];
+    fake_rss r = {.follows = true, .base = 9000};
+    world_init(&w, 2000, 800);
+    w.cfg.reclaim_mode = MEMQ_RECLAIM_THREAD;
+    w.cfg.rss_max = SIZE_MAX / 2; /* nothing to do until the source is injected */
+    world_start(&w);
+    r.w = &w;
+    inject_rss(&w, &r);
+    for (int i = 0; i < 10; i++)
+        world_holder(&w, &parts[i], i, NULL, AT(10 * (i + 1)), 100);
+    memq_config cfg = w.cfg;
+    cfg.rss_max = 9800; /* RSS 10000: 200 over */
+    ck_assert_int_eq(memq_tracker_reconfigure(w.t, &cfg), 0);
+    memq_stats st = world_stats(&w);
+    for (int i = 0; i < 10000 && (st.rss_episodes == 0 || st.used > 800); i++) {
+        sleep_ms(1);
+        st = world_stats(&w);
+    }
+    ck_assert_uint_eq(st.rss_episodes, 1);
+    ck_assert_uint_eq(st.used, 800);
+    ck_assert_int_eq(parts[0].calls, 1);
+    ck_assert_int_eq(parts[9].calls, 0);
+    world_teardown(&w);
+}
+END_TEST
+
+/* An unlimited tracker tracks nothing, so it ignores pressure: asked for
+ * the watcher, it starts none, and refuses no source either. */
+START_TEST(test_an_unlimited_tracker_starts_no_watcher)
+{
+    char dir[] = "/tmp/memq-machine-XXXXXX";
+    ck_assert_ptr_nonnull(mkdtemp(dir));
+    char fifo[64];
+    snprintf(fifo, sizeof fifo, "%s/pressure", dir);
+    ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+    setenv("MEMORY_PRESSURE_WATCH", fifo, 1);
+    fake_world w;
+    world_init(&w, MEMQ_UNLIMITED, 0);
+    w.cfg.pressure_watch = true;
+    world_start(&w);
+    unsetenv("MEMORY_PRESSURE_WATCH");
+    memq_stats st = world_stats(&w);
+    ck_assert_int_eq(st.watch_source, MEMQ_WATCH_NONE);
+    ck_assert_uint_eq(st.watch_refused, 0);
+    ck_assert_int_eq(atomic_load(&w.logs), 0);
+    /* Nobody reads the FIFO: a writer that does not wait finds no reader. */
+    ck_assert_int_lt(open(fifo, O_WRONLY | O_NONBLOCK | O_CLOEXEC), 0);
+    ck_assert_int_eq(errno, ENXIO);
+    world_teardown(&w);
+    unlink(fifo);
+    rmdir(dir);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("machine");
@@ -457,6 +561,9 @@ int main(void)
     tcase_add_test(tc, test_rss_alone_never_reclaims_below_low_water);
     tcase_add_test(tc, test_rss_that_does_not_fall_stops_logs_once_and_waits_for_growth);
     tcase_add_test(tc, test_rss_under_rss_max_starts_nothing_and_the_fd_comes_back_for_the_next_check);
+    tcase_add_test(tc, test_an_rss_episode_frees_the_excess_and_a_quarter_of_the_band_and_no_more);
+    tcase_add_test(tc, test_rss_max_is_held_against_this_processs_own_rss);
+    tcase_add_test(tc, test_the_reclaim_thread_checks_rss_by_itself);
     suite_add_tcase(s, tc);
     tc = test_case("figures");
     tcase_add_test(tc, test_stats_show_this_processs_rss_and_what_is_untracked);
@@ -464,6 +571,7 @@ int main(void)
     tc = test_case("watcher");
     tcase_add_test(tc, test_a_fifo_named_by_memory_pressure_watch_drives_pressure_episodes);
     tcase_add_test(tc, test_a_watch_that_cannot_be_used_never_fails_tracker_creation);
+    tcase_add_test(tc, test_an_unlimited_tracker_starts_no_watcher);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

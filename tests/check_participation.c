@@ -783,6 +783,39 @@ START_TEST(test_lowering_the_band_folds_slices_larger_than_the_new_batch)
 }
 END_TEST
 
+/* Refills without the lock add to the thread's slice of the total; past
+ * its batch the slice folds into the shared sum.  Across folds the total
+ * stays exact and the peak follows it. */
+START_TEST(test_a_slice_past_its_batch_folds_into_the_total_which_stays_exact)
+{
+    fake_world w;
+    world_init(&w, 64 * MIB, 48 * MIB); /* band 16 MiB: batch 64 KiB */
+    w.cfg.cache_max = 16 * KIB;
+    world_start(&w);
+    fake_part fp;
+    part_add(&w, &fp, 1, world_account(&w, NULL));
+    ck_assert_int_eq(memq_claim(fp.p, 1), 0); /* through the lock: the account holds memory */
+    size_t shared = atomic_load(&w.t->used), batch = atomic_load(&w.t->lockfree.batch);
+    ck_assert_uint_eq(batch, 64 * KIB);
+    size_t claimed = 1;
+    for (int i = 0; i < 100 && atomic_load(&w.t->used) == shared; i++) {
+        ck_assert_int_eq(memq_claim(fp.p, 13 * KIB), 0);
+        claimed += 13 * KIB;
+    }
+    ck_assert_uint_gt(atomic_load(&w.t->used), shared + batch); /* a slice folded */
+    for (int k = 0; k < MEMQ_SLICES; k++) {
+        size_t v = atomic_load(&w.t->lockfree.slices[k].bytes);
+        ck_assert_msg(v <= batch || v >= SIZE_MAX - batch, "slice %d holds %zu", k, v);
+    }
+    memq_stats st = world_stats(&w);
+    ck_assert_uint_eq(st.claimed, claimed);
+    ck_assert_uint_eq(st.used, st.claimed + st.cached);
+    ck_assert_uint_le(st.cached, 16 * KIB);
+    ck_assert_uint_ge(st.peak, atomic_load(&w.t->used));
+    world_teardown(&w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("participation");
@@ -812,6 +845,7 @@ int main(void)
     tcase_add_test(tc, test_release_of_everything_leaves_at_most_one_cache_counted);
     tcase_add_test(tc, test_random_claims_and_releases_are_exact_with_cache_max_zero);
     tcase_add_test(tc, test_random_claims_and_releases_stay_within_the_cache_bound);
+    tcase_add_test(tc, test_a_slice_past_its_batch_folds_into_the_total_which_stays_exact);
     suite_add_tcase(s, tc);
 
     tc = test_case("misuse");

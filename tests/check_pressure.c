@@ -13,6 +13,7 @@
  */
 #include "testutil.h"
 
+#include "core.h" /* holding a tracker past its shutdown */
 #include "pressure.h"
 
 #include <dirent.h>
@@ -25,6 +26,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/un.h>
 
 #define PSI_TRIGGER "some 150000 2000000" /* what the test trackers are configured with */
@@ -1065,6 +1067,677 @@ START_TEST(test_watcher_reports_race_claims_on_several_threads)
 }
 END_TEST
 
+/* ======================================================================
+ * The readers: what they do with files that are odd, broken or too long
+ * ====================================================================== */
+
+/* "/" followed by n - 1 copies of c: a cgroup path of n bytes. */
+static void long_component(char *buf, size_t n, char c)
+{
+    buf[0] = '/';
+    memset(buf + 1, c, n - 1);
+    buf[n] = '\0';
+}
+
+START_TEST(test_a_figure_file_that_cannot_be_read_counts_as_absent)
+{
+    /* A directory opens, and reading it fails (EISDIR). */
+    make_dir("proc/self/statm");
+    write_file("proc/self/cgroup", "0::/a\n");
+    make_dir("sys/fs/cgroup/a/memory.current");
+    write_file("sys/fs/cgroup/a/memory.max", "5000\n");
+    memq_machine m;
+    memq__machine_read(root, &m);
+    ck_assert_uint_eq(m.rss, 0);
+    ck_assert_uint_eq(m.cgroup_usage, 0);
+    ck_assert_uint_eq(m.cgroup_limit, 5000);
+    ck_assert_uint_eq(memq__machine_rss(root), 0);
+}
+END_TEST
+
+START_TEST(test_number_files_may_start_with_blanks_and_must_hold_a_number)
+{
+    write_file("proc/self/cgroup", "0::/a/b\n");
+    write_file("sys/fs/cgroup/a/b/memory.current", "  777\n");
+    write_file("sys/fs/cgroup/a/b/memory.max", "lots\n");                    /* not a number */
+    write_file("sys/fs/cgroup/a/b/memory.high", "99999999999999999999999\n"); /* overflows */
+    write_file("sys/fs/cgroup/a/memory.max", "\t5000\n");
+    memq_machine m;
+    memq__machine_read(root, &m);
+    ck_assert_uint_eq(m.cgroup_usage, 777);
+    ck_assert_uint_eq(m.cgroup_limit, 5000);
+    ck_assert_uint_eq(memq__machine_cgroup_max(root), 5000);
+}
+END_TEST
+
+START_TEST(test_a_usage_file_saying_max_gives_no_usage)
+{
+    write_file("proc/self/cgroup", "0::/a\n");
+    write_file("sys/fs/cgroup/a/memory.current", "max\n");
+    memq_machine m;
+    memq__machine_read(root, &m);
+    ck_assert_uint_eq(m.cgroup_usage, 0);
+}
+END_TEST
+
+/* Each statm below is unusable in its own way: RSS is 0, never garbage. */
+START_TEST(test_a_malformed_or_overflowing_statm_gives_no_rss)
+{
+    const char *bad[] = {
+        "abc 7\n",                          /* no first number */
+        "1000\n",                           /* no second */
+        "1000 x\n",                         /* not a number */
+        "99999999999999999999999 7\n",      /* the first overflows */
+        "1000 99999999999999999999999\n",   /* the second overflows */
+        "1000 18446744073709551615 0\n",    /* pages that overflow as bytes */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_file("proc/self/statm", bad[i]);
+        ck_assert_msg(memq__machine_rss(root) == 0, "statm \"%s\" gave an RSS", bad[i]);
+    }
+    write_file("proc/self/statm", "1000 7 0\n");
+    ck_assert_uint_eq(memq__machine_rss(root), 7 * page_size());
+}
+END_TEST
+
+START_TEST(test_memtotal_is_found_on_any_line_and_a_malformed_one_gives_nothing)
+{
+    ck_assert_uint_eq(memq__machine_ram(root), 0); /* no meminfo */
+    write_file("proc/meminfo", "MemFree:  100 kB\nMemTotal:\t 2048 kB\nBuffers: 1 kB\n");
+    ck_assert_uint_eq(memq__machine_ram(root), 2048 * 1024);
+    write_file("proc/meminfo", "MemFree:  100 kB\nBuffers: 1 kB\n");
+    ck_assert_uint_eq(memq__machine_ram(root), 0);
+    write_file("proc/meminfo", "MemFree:  100 kB\nBuffers: 1 kB"); /* no final newline */
+    ck_assert_uint_eq(memq__machine_ram(root), 0);
+    write_file("proc/meminfo", "MemTotal: lots\n");
+    ck_assert_uint_eq(memq__machine_ram(root), 0);
+    /* Too many KiB for 64 bits of bytes: as good as unlimited. */
+    write_file("proc/meminfo", "MemTotal: 99999999999999999 kB\n");
+    ck_assert_uint_eq(memq__machine_ram(root), UINT64_MAX);
+}
+END_TEST
+
+START_TEST(test_cgroup_lines_that_are_malformed_or_relative_are_skipped)
+{
+    write_file("proc/self/cgroup", "garbage\n7:x\n0::relative/path\n0::/ok\n");
+    write_file("sys/fs/cgroup/relative/path/memory.max", "1000\n");
+    write_file("sys/fs/cgroup/ok/memory.max", "6000\n");
+    ck_assert_uint_eq(memq__machine_cgroup_max(root), 6000);
+}
+END_TEST
+
+/* /proc/self/cgroup longer than the reader's buffer: the line it cuts in
+ * two is not read as a shorter path. */
+START_TEST(test_a_cgroup_line_cut_off_by_the_buffer_is_ignored)
+{
+    static char text[4200];
+    size_t head = 4085; /* the v2 line starts 10 bytes before the cut */
+    memcpy(text, "5:cpu:/", 7);
+    memset(text + 7, 'x', head - 8);
+    text[head - 1] = '\n';
+    snprintf(text + head, sizeof text - head, "0::/svc/lengthy/path\n");
+    write_file("proc/self/cgroup", text);
+    write_file("sys/fs/cgroup/svc/l/memory.max", "1000\n"); /* what "0::/svc/l" would read */
+    ck_assert_uint_eq(memq__machine_cgroup_max(root), UINT64_MAX);
+}
+END_TEST
+
+/* A root (or a cgroup path) that leaves no room in PATH_MAX: every file
+ * under it counts as absent, and the watcher says "path too long". */
+START_TEST(test_a_root_too_long_for_any_path_reads_nothing_and_watches_nothing)
+{
+    static char longroot[PATH_MAX + 100];
+    snprintf(longroot, sizeof longroot, "%s", root);
+    size_t n = strlen(longroot);
+    long_component(longroot + n, sizeof longroot - n - 1, 'r');
+    memq_machine m;
+    memset(&m, 0xff, sizeof m);
+    memq__machine_read(longroot, &m);
+    ck_assert_uint_eq(m.rss, 0);
+    ck_assert_uint_eq(m.cgroup_usage, 0);
+    ck_assert_uint_eq(m.cgroup_limit, 0);
+    ck_assert_uint_eq(memq__machine_ram(longroot), 0);
+    ck_assert_uint_eq(memq__machine_cgroup_max(longroot), UINT64_MAX);
+
+    /* Short of PATH_MAX itself, but too long once a file name is added. */
+    longroot[PATH_MAX - 8] = '\0';
+    int source;
+    unsigned refused;
+    memq_watcher *w = memq__watcher_start(tracker, longroot, "/run/pressure.fifo", NULL, &source,
+                                          &refused);
+    ck_assert_ptr_null(w);
+    ck_assert_uint_eq(refused, (1u << MEMQ_WATCH_SYSTEMD) | (1u << MEMQ_WATCH_CGROUP2) |
+                                   (1u << MEMQ_WATCH_PSI) | (1u << MEMQ_WATCH_CGROUP1));
+    /* (The lines name the path first: the reason is cut off with it.) */
+    ck_assert_int_eq(lines_with("MEMORY_PRESSURE_WATCH (", NULL), 1);
+    ck_assert_int_eq(lines_with("PSI (", NULL), 1);
+}
+END_TEST
+
+START_TEST(test_a_cgroup_path_too_long_for_its_files_is_refused_as_too_long)
+{
+    static char text[PATH_MAX + 16];
+    char dir[PATH_MAX];
+    long_component(dir, PATH_MAX - 40, 'v'); /* fits the cgroup file, not a path */
+    snprintf(text, sizeof text, "0::%s\n", dir);
+    write_file("proc/self/cgroup", text);
+    int source;
+    unsigned refused;
+    memq_watcher *w = memq__watcher_start(tracker, root, NULL, NULL, &source, &refused);
+    ck_assert_ptr_null(w);
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_CGROUP2), 1u << MEMQ_WATCH_CGROUP2);
+    ck_assert_int_eq(lines_with("cgroup v2 memory.pressure (", root, NULL), 1);
+    ck_assert_uint_eq(memq__machine_cgroup_max(root), UINT64_MAX);
+
+    snprintf(text, sizeof text, "4:memory:%s\n", dir);
+    write_file("proc/self/cgroup", text);
+    w = memq__watcher_start(tracker, root, NULL, NULL, &source, &refused);
+    ck_assert_ptr_null(w);
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_CGROUP1), 1u << MEMQ_WATCH_CGROUP1);
+    ck_assert_int_eq(lines_with("cgroup v1 memory.pressure_level (", root, NULL), 1);
+}
+END_TEST
+
+/* ======================================================================
+ * The watcher: more sources that refuse
+ * ====================================================================== */
+
+/* The level of the first log line containing word, or -1. */
+static int level_of(const char *word)
+{
+    int level = -1;
+    pthread_mutex_lock(&log_lock);
+    for (int i = 0; i < log_count && level < 0; i++)
+        if (strstr(log_lines[i], word) != NULL)
+            level = log_levels[i];
+    pthread_mutex_unlock(&log_lock);
+    return level;
+}
+
+START_TEST(test_a_watcher_started_without_a_tracker_watches_nothing)
+{
+    all_fallbacks();
+    int source = -1;
+    unsigned refused = 99;
+    ck_assert_ptr_null(memq__watcher_start(NULL, root, NULL, NULL, &source, &refused));
+    ck_assert_int_eq(source, MEMQ_WATCH_NONE);
+    ck_assert_uint_eq(refused, 0);
+    ck_assert_ptr_null(memq__watcher_start(NULL, root, NULL, NULL, NULL, NULL));
+}
+END_TEST
+
+START_TEST(test_without_source_and_refused_pointers_the_watcher_still_starts)
+{
+    all_fallbacks();
+    memq_watcher *w = memq__watcher_start(tracker, root, NULL, NULL, NULL, NULL);
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(lines_with("watching", "cgroup v2", NULL), 1);
+    memq__watcher_stop(w);
+}
+END_TEST
+
+START_TEST(test_a_tracker_without_a_log_callback_still_learns_what_was_refused)
+{
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.max = 1 * MIB;
+    memq_tracker *t = NULL;
+    ck_assert_int_eq(memq_tracker_new(&t, &cfg), 0);
+    int source = -1;
+    unsigned refused = 0;
+    ck_assert_ptr_null(memq__watcher_start(t, root, "/run/missing", NULL, &source, &refused));
+    ck_assert_int_eq(source, MEMQ_WATCH_NONE);
+    ck_assert_uint_eq(refused, (1u << MEMQ_WATCH_SYSTEMD) | (1u << MEMQ_WATCH_CGROUP2) |
+                                   (1u << MEMQ_WATCH_PSI) | (1u << MEMQ_WATCH_CGROUP1));
+    ck_assert_int_eq(log_count, 0); /* the fixture's tracker logged nothing either */
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_a_systemd_watch_on_a_directory_is_refused)
+{
+    make_dir("run/pressure");
+    unsigned refused;
+    ck_assert_ptr_null(memq__watcher_start(tracker, root, "/run/pressure", NULL, NULL, &refused));
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_SYSTEMD), 1u << MEMQ_WATCH_SYSTEMD);
+    ck_assert_int_eq(lines_with("MEMORY_PRESSURE_WATCH", "not a PSI file, FIFO or socket",
+                                "Is a directory", NULL), 1);
+    ck_assert_int_eq(level_of("Is a directory"), MEMQ_LOG_WARN);
+}
+END_TEST
+
+/* Absent (ENOENT) or under something that is not a directory (ENOTDIR):
+ * the common case on many machines, logged at INFO, not WARN. */
+START_TEST(test_a_systemd_watch_below_a_plain_file_is_absent_and_logged_at_info)
+{
+    write_file("plain", "");
+    unsigned refused;
+    ck_assert_ptr_null(memq__watcher_start(tracker, root, "/plain/pressure", NULL, NULL, &refused));
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_SYSTEMD), 1u << MEMQ_WATCH_SYSTEMD);
+    ck_assert_int_eq(lines_with("MEMORY_PRESSURE_WATCH", "cannot find it", "Not a directory", NULL),
+                     1);
+    ck_assert_int_eq(level_of("Not a directory"), MEMQ_LOG_INFO);
+}
+END_TEST
+
+/* A block device is neither a PSI file, a FIFO nor a socket. */
+START_TEST(test_a_systemd_watch_on_a_block_device_is_refused)
+{
+    const char *found = NULL;
+    const char *candidates[] = {"/dev/loop0", "/dev/vda", "/dev/sda", "/dev/nvme0n1", "/dev/ram0"};
+    struct stat st;
+    for (size_t i = 0; i < sizeof candidates / sizeof candidates[0] && found == NULL; i++)
+        if (stat(candidates[i], &st) == 0 && S_ISBLK(st.st_mode))
+            found = candidates[i];
+    if (found == NULL) {
+        fprintf(stderr, "note: no block device found in /dev: skipped\n");
+        return;
+    }
+    make_symlink("run/blk", found);
+    unsigned refused;
+    ck_assert_ptr_null(memq__watcher_start(tracker, root, "/run/blk", NULL, NULL, &refused));
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_SYSTEMD), 1u << MEMQ_WATCH_SYSTEMD);
+    ck_assert_int_eq(lines_with("MEMORY_PRESSURE_WATCH", "not a PSI file, FIFO or socket", NULL),
+                     1);
+}
+END_TEST
+
+/* A character device is watched as a FIFO is, payload included: one that
+ * refuses the payload (/dev/full) is refused with one line. */
+START_TEST(test_a_character_device_refusing_the_payload_is_refused)
+{
+    make_symlink("run/full", "/dev/full");
+    unsigned refused;
+    ck_assert_ptr_null(memq__watcher_start(tracker, root, "/run/full", "c29tZQ==", NULL, &refused));
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_SYSTEMD), 1u << MEMQ_WATCH_SYSTEMD);
+    ck_assert_int_eq(lines_with("cannot write $MEMORY_PRESSURE_WRITE", "No space left", NULL), 1);
+}
+END_TEST
+
+/* A device node with no driver behind it: open fails (ENXIO, or EPERM
+ * where the device cgroup forbids it).  Needs CAP_MKNOD. */
+START_TEST(test_a_character_device_that_cannot_be_opened_is_refused)
+{
+    char path[512];
+    make_parents("run/nodev");
+    root_path(path, sizeof path, "run/nodev");
+    if (mknod(path, S_IFCHR | 0600, makedev(240, 17)) != 0) {
+        fprintf(stderr, "note: mknod refused (%s): skipped\n", strerror(errno));
+        return;
+    }
+    int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd >= 0) {
+        close(fd);
+        fprintf(stderr, "note: char device 240:17 has a driver here: skipped\n");
+        return;
+    }
+    unsigned refused;
+    ck_assert_ptr_null(memq__watcher_start(tracker, root, "/run/nodev", NULL, NULL, &refused));
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_SYSTEMD), 1u << MEMQ_WATCH_SYSTEMD);
+    ck_assert_int_eq(lines_with("MEMORY_PRESSURE_WATCH", "cannot open", NULL), 1);
+}
+END_TEST
+
+/* A watched device that reports an error without data (an unattached
+ * /dev/net/tun answers POLLERR) ends the watch with one line. */
+START_TEST(test_a_watched_device_reporting_an_error_ends_the_watch)
+{
+    int fd = open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+        fprintf(stderr, "note: /dev/net/tun cannot be opened here (%s): skipped\n",
+                strerror(errno));
+        return;
+    }
+    close(fd);
+    make_symlink("run/tun", "/dev/net/tun");
+    int tasks = count_entries("/proc/self/task");
+    int source = -1;
+    memq_watcher *w = memq__watcher_start(tracker, root, "/run/tun", NULL, &source, NULL);
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(source, MEMQ_WATCH_SYSTEMD);
+    for (int i = 0; i < WAIT_MS && lines_with("no longer watching", NULL) == 0; i++)
+        sleep_ms(1);
+    ck_assert_int_eq(lines_with("MEMORY_PRESSURE_WATCH", "/run/tun", "no longer watching", NULL),
+                     1);
+    for (int i = 0; i < WAIT_MS && count_entries("/proc/self/task") != tasks; i++)
+        sleep_ms(1);
+    ck_assert_int_eq(count_entries("/proc/self/task"), tasks);
+    memq__watcher_stop(w);
+    ck_assert_uint_eq(pressure_events(tracker), 0); /* an error is not pressure */
+}
+END_TEST
+
+/* A payload larger than any PSI trigger is refused rather than allocated. */
+START_TEST(test_a_payload_longer_than_4_kib_is_refused)
+{
+    make_fifo("fifo");
+    static char payload[5600];
+    memset(payload, 'A', 5464); /* 4098 bytes once decoded */
+    payload[5464] = '\0';
+    unsigned refused;
+    ck_assert_ptr_null(memq__watcher_start(tracker, root, "/fifo", payload, NULL, &refused));
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_SYSTEMD), 1u << MEMQ_WATCH_SYSTEMD);
+    ck_assert_int_eq(lines_with("MEMORY_PRESSURE_WRITE", "too long", NULL), 1);
+}
+END_TEST
+
+START_TEST(test_a_cgroup1_without_memory_pressure_level_is_refused)
+{
+    write_file("proc/self/cgroup", "4:memory:/jail\n");
+    write_file("sys/fs/cgroup/memory/jail/cgroup.event_control", "");
+    unsigned refused;
+    ck_assert_ptr_null(memq__watcher_start(tracker, root, NULL, NULL, NULL, &refused));
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_CGROUP1), 1u << MEMQ_WATCH_CGROUP1);
+    ck_assert_int_eq(lines_with("cgroup v1", "memory.pressure_level", "cannot open", NULL), 1);
+}
+END_TEST
+
+START_TEST(test_a_cgroup1_without_event_control_is_refused_and_closes_what_it_opened)
+{
+    write_file("proc/self/cgroup", "4:memory:/jail\n");
+    write_file("sys/fs/cgroup/memory/jail/memory.pressure_level", "");
+    int fds = count_entries("/proc/self/fd");
+    unsigned refused;
+    ck_assert_ptr_null(memq__watcher_start(tracker, root, NULL, NULL, NULL, &refused));
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_CGROUP1), 1u << MEMQ_WATCH_CGROUP1);
+    ck_assert_int_eq(lines_with("cgroup v1", "cannot open cgroup.event_control", NULL), 1);
+    ck_assert_int_eq(count_entries("/proc/self/fd"), fds);
+}
+END_TEST
+
+/* The registration is written to cgroup.event_control; a write that fails
+ * (here /dev/full) is a refusal. */
+START_TEST(test_a_cgroup1_refusing_the_registration_is_refused)
+{
+    write_file("proc/self/cgroup", "4:memory:/jail\n");
+    write_file("sys/fs/cgroup/memory/jail/memory.pressure_level", "");
+    make_symlink("sys/fs/cgroup/memory/jail/cgroup.event_control", "/dev/full");
+    int fds = count_entries("/proc/self/fd");
+    unsigned refused;
+    ck_assert_ptr_null(memq__watcher_start(tracker, root, NULL, NULL, NULL, &refused));
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_CGROUP1), 1u << MEMQ_WATCH_CGROUP1);
+    ck_assert_int_eq(lines_with("cgroup v1", "registration refused", "No space left", NULL), 1);
+    ck_assert_int_eq(count_entries("/proc/self/fd"), fds);
+}
+END_TEST
+
+/* A trigger that finds no room (a FIFO standing for memory.pressure,
+ * already full) waits up to a second for it, then is refused. */
+START_TEST(test_a_trigger_write_that_finds_no_room_for_a_second_is_refused)
+{
+    write_file("proc/self/cgroup", "0::/svc\n");
+    make_fifo("sys/fs/cgroup/svc/memory.pressure");
+    write_file("proc/pressure/memory", "");
+    char path[512];
+    root_path(path, sizeof path, "sys/fs/cgroup/svc/memory.pressure");
+    int fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    static char block[4096];
+    while (write(fd, block, sizeof block) > 0) {
+    }
+    while (write(fd, block, 1) > 0) { /* to the last byte */
+    }
+    ck_assert_int_eq(errno, EAGAIN);
+    uint64_t start = real_ns();
+    int source;
+    unsigned refused;
+    memq_watcher *w = memq__watcher_start(tracker, root, NULL, NULL, &source, &refused);
+    uint64_t waited = real_ns() - start;
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(source, MEMQ_WATCH_PSI);
+    ck_assert_uint_eq(refused, 1u << MEMQ_WATCH_CGROUP2);
+    ck_assert_int_eq(lines_with("cgroup v2", "trigger refused", "timed out", NULL), 1);
+    ck_assert_uint_ge(waited, 900 * 1000 * 1000ull); /* it did wait, about a second */
+    memq__watcher_stop(w);
+    close(fd);
+}
+END_TEST
+
+/* ======================================================================
+ * The watcher: sockets that refuse or go away
+ * ====================================================================== */
+
+/* A listening AF_UNIX socket at rel under the root; its descriptor. */
+static int listen_at(const char *rel)
+{
+    char path[512];
+    root_path(path, sizeof path, rel);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ck_assert_int_ge(lfd, 0);
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    ck_assert_uint_lt(strlen(path), sizeof sa.sun_path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    ck_assert_int_eq(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    ck_assert_int_eq(listen(lfd, 4), 0);
+    return lfd;
+}
+
+/* Read exactly n bytes from fd (within WAIT_MS each). */
+static void read_exactly(int fd, unsigned char *buf, size_t n)
+{
+    size_t got = 0;
+    while (got < n) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ck_assert_int_eq(poll(&p, 1, WAIT_MS), 1);
+        ssize_t k = read(fd, buf + got, n - got);
+        ck_assert_int_gt(k, 0);
+        got += (size_t)k;
+    }
+}
+
+/* "++++////" holds the two digits beyond letters and numbers. */
+START_TEST(test_a_payload_is_decoded_with_every_base64_digit)
+{
+    int lfd = listen_at("sock");
+    memq_watcher *w = memq__watcher_start(tracker, root, "/sock", "++++////", NULL, NULL);
+    ck_assert_ptr_nonnull(w);
+    int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ck_assert_int_ge(cfd, 0);
+    unsigned char got[6];
+    read_exactly(cfd, got, sizeof got);
+    const unsigned char want[6] = {0xfb, 0xef, 0xbe, 0xff, 0xff, 0xff};
+    ck_assert_int_eq(memcmp(got, want, sizeof want), 0);
+    memq__watcher_stop(w);
+    close(cfd);
+    close(lfd);
+}
+END_TEST
+
+/* sun_path holds 108 bytes: a longer path (here through a symlink) is
+ * refused before any socket is made. */
+START_TEST(test_a_socket_watch_with_a_path_too_long_for_a_socket_is_refused)
+{
+    int lfd = listen_at("sock");
+    char sock[512], rel[256];
+    root_path(sock, sizeof sock, "sock");
+    snprintf(rel, sizeof rel, "run/%0120d", 0);
+    make_symlink(rel, sock);
+    char watch[sizeof rel + 1];
+    snprintf(watch, sizeof watch, "/%s", rel);
+    unsigned refused;
+    ck_assert_ptr_null(memq__watcher_start(tracker, root, watch, NULL, NULL, &refused));
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_SYSTEMD), 1u << MEMQ_WATCH_SYSTEMD);
+    ck_assert_int_eq(lines_with("socket path too long", NULL), 1);
+    close(lfd);
+}
+END_TEST
+
+START_TEST(test_a_socket_nobody_listens_on_is_refused)
+{
+    close(listen_at("sock")); /* the file stays, the listener is gone */
+    unsigned refused;
+    ck_assert_ptr_null(memq__watcher_start(tracker, root, "/sock", NULL, NULL, &refused));
+    ck_assert_uint_eq(refused & (1u << MEMQ_WATCH_SYSTEMD), 1u << MEMQ_WATCH_SYSTEMD);
+    ck_assert_int_eq(lines_with("MEMORY_PRESSURE_WATCH", "cannot connect", "refused", NULL), 1);
+}
+END_TEST
+
+/* A peer that closes without reading what the watcher sent resets the
+ * connection: the watcher says so in one line and stops watching. */
+START_TEST(test_a_socket_peer_resetting_the_connection_ends_the_watch)
+{
+    int lfd = listen_at("sock");
+    int tasks = count_entries("/proc/self/task");
+    memq_watcher *w = memq__watcher_start(tracker, root, "/sock", "c29tZQ==", NULL, NULL);
+    ck_assert_ptr_nonnull(w);
+    int cfd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+    ck_assert_int_ge(cfd, 0);
+    struct pollfd p = {.fd = cfd, .events = POLLIN};
+    ck_assert_int_eq(poll(&p, 1, WAIT_MS), 1); /* the payload is there, unread */
+    close(cfd);
+    for (int i = 0; i < WAIT_MS && lines_with("reset", NULL) == 0; i++)
+        sleep_ms(1);
+    ck_assert_int_eq(lines_with("MEMORY_PRESSURE_WATCH", "Connection reset by peer",
+                                "no longer watching", NULL), 1);
+    /* Its thread is gone; stop still cleans up. */
+    for (int i = 0; i < WAIT_MS && count_entries("/proc/self/task") != tasks; i++)
+        sleep_ms(1);
+    ck_assert_int_eq(count_entries("/proc/self/task"), tasks);
+    memq__watcher_stop(w);
+    ck_assert_uint_eq(pressure_events(tracker), 0);
+    close(lfd);
+}
+END_TEST
+
+/* ======================================================================
+ * The watcher: descriptors, threads and trackers running out
+ * ====================================================================== */
+
+START_TEST(test_a_source_that_opens_but_whose_thread_cannot_start_is_refused)
+{
+    make_fifo("fifo");
+    int fds = count_entries("/proc/self/fd");
+    int tasks = count_entries("/proc/self/task");
+    thread_squeeze ts;
+    threads_forbidden(&ts);
+    int source = -1;
+    unsigned refused = 0;
+    memq_watcher *w = memq__watcher_start(tracker, root, "/fifo", NULL, &source, &refused);
+    ck_assert_ptr_null(w);
+    ck_assert_int_eq(source, MEMQ_WATCH_NONE);
+    ck_assert_uint_eq(refused, 1u << MEMQ_WATCH_SYSTEMD); /* no fallback after it */
+    ck_assert_int_eq(lines_with("opened but the watcher cannot start",
+                                "running without a pressure watcher", NULL), 1);
+    /* The same for cgroup v1, which holds two descriptors. */
+    write_file("proc/self/cgroup", "4:memory:/jail\n");
+    write_file("sys/fs/cgroup/memory/jail/memory.pressure_level", "");
+    write_file("sys/fs/cgroup/memory/jail/cgroup.event_control", "");
+    w = memq__watcher_start(tracker, root, NULL, NULL, &source, &refused);
+    threads_allowed(&ts);
+    ck_assert_ptr_null(w);
+    ck_assert_uint_eq(refused, (1u << MEMQ_WATCH_CGROUP2) | (1u << MEMQ_WATCH_PSI) |
+                                   (1u << MEMQ_WATCH_CGROUP1));
+    ck_assert_int_eq(lines_with("cgroup v1", "opened but the watcher cannot start", NULL), 1);
+    ck_assert_int_eq(count_entries("/proc/self/fd"), fds);
+    ck_assert_int_eq(count_entries("/proc/self/task"), tasks);
+}
+END_TEST
+
+START_TEST(test_a_source_that_opens_with_no_descriptor_left_for_its_thread_is_refused)
+{
+    make_fifo("fifo");
+    int source = -1;
+    unsigned refused = 0;
+    fd_squeeze fs;
+    fds_squeeze(&fs, 1); /* the FIFO takes it; the stop eventfd finds none */
+    memq_watcher *w = memq__watcher_start(tracker, root, "/fifo", NULL, &source, &refused);
+    fds_unsqueeze(&fs);
+    ck_assert_ptr_null(w);
+    ck_assert_uint_eq(refused, 1u << MEMQ_WATCH_SYSTEMD);
+    ck_assert_int_eq(lines_with("cannot start", "Too many open files", NULL), 1);
+}
+END_TEST
+
+START_TEST(test_sources_with_no_descriptor_to_spare_are_refused)
+{
+    int lfd = listen_at("sock");
+    fd_squeeze fs;
+    fds_squeeze(&fs, 0);
+    unsigned refused = 0;
+    memq_watcher *w = memq__watcher_start(tracker, root, "/sock", NULL, NULL, &refused);
+    fds_unsqueeze(&fs);
+    ck_assert_ptr_null(w);
+    ck_assert_int_eq(lines_with("MEMORY_PRESSURE_WATCH", "cannot create a socket",
+                                "Too many open files", NULL), 1);
+
+    /* cgroup v1: the level file opens, its eventfd does not. */
+    write_file("proc/self/cgroup", "4:memory:/jail\n");
+    write_file("sys/fs/cgroup/memory/jail/memory.pressure_level", "");
+    write_file("sys/fs/cgroup/memory/jail/cgroup.event_control", "");
+    fds_squeeze(&fs, 1); /* the cgroup file is read and closed, then the level file opens */
+    w = memq__watcher_start(tracker, root, NULL, NULL, NULL, &refused);
+    fds_unsqueeze(&fs);
+    ck_assert_ptr_null(w);
+    ck_assert_int_eq(lines_with("cgroup v1", "cannot create an eventfd", NULL), 1);
+    close(lfd);
+}
+END_TEST
+
+/* A watcher started on a tracker that is then shut down (its memory kept
+ * by a holder) stops at the first event it cannot report. */
+START_TEST(test_a_watcher_whose_tracker_shut_down_stops_at_its_next_event)
+{
+    make_fifo("fifo");
+    memq_tracker *t = new_tracker(MEMQ_RECLAIM_MANUAL, 2000000);
+    memq__tracker_hold(t);
+    int tasks = count_entries("/proc/self/task");
+    memq_watcher *w = memq__watcher_start(t, root, "/fifo", NULL, NULL, NULL);
+    ck_assert_ptr_nonnull(w);
+    ck_assert_int_eq(count_entries("/proc/self/task"), tasks + 1);
+    memq_tracker_free(t); /* not through the tracker: w is the test's */
+    poke_fifo("fifo");
+    for (int i = 0; i < WAIT_MS && count_entries("/proc/self/task") != tasks; i++)
+        sleep_ms(1);
+    ck_assert_int_eq(count_entries("/proc/self/task"), tasks);
+    ck_assert_int_eq(memq_tracker_pressure(t), MEMQ_ESHUTDOWN);
+    memq__watcher_stop(w);
+    memq__tracker_drop(t);
+}
+END_TEST
+
+/* The real thing: a PSI file of a cgroup that is removed while watched
+ * reports an error, and the watcher stops with one line.  Needs a
+ * writable cgroup v2 hierarchy (root, usually): skipped otherwise. */
+START_TEST(test_a_cgroup_removed_while_watched_ends_the_watch_with_one_line)
+{
+    const char *bases[] = {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"};
+    const char *base = NULL;
+    char cg[256], probe[300];
+    for (size_t i = 0; i < 2 && base == NULL; i++) {
+        snprintf(probe, sizeof probe, "%s/cgroup.controllers", bases[i]);
+        snprintf(cg, sizeof cg, "%s/memq-check-%d", bases[i], (int)getpid());
+        if (access(probe, F_OK) == 0 && mkdir(cg, 0755) == 0)
+            base = bases[i];
+    }
+    if (base == NULL) {
+        fprintf(stderr, "note: no writable cgroup v2 hierarchy here: skipped\n");
+        return;
+    }
+    char text[128];
+    snprintf(text, sizeof text, "0::/memq-check-%d\n", (int)getpid());
+    write_file("proc/self/cgroup", text);
+    make_symlink("sys/fs/cgroup", base);
+    int source = -1;
+    memq_watcher *w = memq__watcher_start(tracker, root, NULL, NULL, &source, NULL);
+    if (w == NULL) {
+        rmdir(cg);
+        print_log();
+        fprintf(stderr, "note: this cgroup's memory.pressure refused a trigger: skipped\n");
+        return;
+    }
+    ck_assert_int_eq(source, MEMQ_WATCH_CGROUP2);
+    ck_assert_int_eq(rmdir(cg), 0);
+    for (int i = 0; i < WAIT_MS && lines_with("no longer watching", NULL) == 0; i++)
+        sleep_ms(1);
+    ck_assert_int_eq(lines_with("cgroup v2", "was closed or removed", "no longer watching", NULL),
+                     1);
+    memq__watcher_stop(w);
+    ck_assert_uint_eq(pressure_events(tracker), 0); /* an error is not pressure */
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("pressure");
@@ -1120,6 +1793,54 @@ int main(void)
     tcase_add_test(tc, test_stop_while_events_arrive);
     tcase_add_test(tc, test_stop_called_on_the_watcher_thread_does_not_wait_for_itself);
     tcase_add_test(tc, test_watcher_reports_race_claims_on_several_threads);
+    suite_add_tcase(s, tc);
+
+    tc = test_case("odd_files");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_a_figure_file_that_cannot_be_read_counts_as_absent);
+    tcase_add_test(tc, test_number_files_may_start_with_blanks_and_must_hold_a_number);
+    tcase_add_test(tc, test_a_usage_file_saying_max_gives_no_usage);
+    tcase_add_test(tc, test_a_malformed_or_overflowing_statm_gives_no_rss);
+    tcase_add_test(tc, test_memtotal_is_found_on_any_line_and_a_malformed_one_gives_nothing);
+    tcase_add_test(tc, test_cgroup_lines_that_are_malformed_or_relative_are_skipped);
+    tcase_add_test(tc, test_a_cgroup_line_cut_off_by_the_buffer_is_ignored);
+    tcase_add_test(tc, test_a_root_too_long_for_any_path_reads_nothing_and_watches_nothing);
+    tcase_add_test(tc, test_a_cgroup_path_too_long_for_its_files_is_refused_as_too_long);
+    suite_add_tcase(s, tc);
+
+    tc = test_case("more_refusals");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_a_watcher_started_without_a_tracker_watches_nothing);
+    tcase_add_test(tc, test_without_source_and_refused_pointers_the_watcher_still_starts);
+    tcase_add_test(tc, test_a_tracker_without_a_log_callback_still_learns_what_was_refused);
+    tcase_add_test(tc, test_a_systemd_watch_on_a_directory_is_refused);
+    tcase_add_test(tc, test_a_systemd_watch_below_a_plain_file_is_absent_and_logged_at_info);
+    tcase_add_test(tc, test_a_systemd_watch_on_a_block_device_is_refused);
+    tcase_add_test(tc, test_a_character_device_refusing_the_payload_is_refused);
+    tcase_add_test(tc, test_a_character_device_that_cannot_be_opened_is_refused);
+    tcase_add_test(tc, test_a_watched_device_reporting_an_error_ends_the_watch);
+    tcase_add_test(tc, test_a_payload_longer_than_4_kib_is_refused);
+    tcase_add_test(tc, test_a_cgroup1_without_memory_pressure_level_is_refused);
+    tcase_add_test(tc, test_a_cgroup1_without_event_control_is_refused_and_closes_what_it_opened);
+    tcase_add_test(tc, test_a_cgroup1_refusing_the_registration_is_refused);
+    tcase_add_test(tc, test_a_trigger_write_that_finds_no_room_for_a_second_is_refused);
+    suite_add_tcase(s, tc);
+
+    tc = test_case("more_sockets");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_a_payload_is_decoded_with_every_base64_digit);
+    tcase_add_test(tc, test_a_socket_watch_with_a_path_too_long_for_a_socket_is_refused);
+    tcase_add_test(tc, test_a_socket_nobody_listens_on_is_refused);
+    tcase_add_test(tc, test_a_socket_peer_resetting_the_connection_ends_the_watch);
+    suite_add_tcase(s, tc);
+
+    tc = test_case("running_out");
+    tcase_add_checked_fixture(tc, setup, teardown);
+    tcase_add_test(tc, test_a_source_that_opens_but_whose_thread_cannot_start_is_refused);
+    tcase_add_test(tc, test_a_source_that_opens_with_no_descriptor_left_for_its_thread_is_refused);
+    tcase_add_test(tc, test_sources_with_no_descriptor_to_spare_are_refused);
+    tcase_add_test(tc, test_a_watcher_whose_tracker_shut_down_stops_at_its_next_event);
+    tcase_add_test(tc, test_a_cgroup_removed_while_watched_ends_the_watch_with_one_line);
     suite_add_tcase(s, tc);
     return run_suite(s);
 }

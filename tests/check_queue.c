@@ -871,6 +871,129 @@ START_TEST(test_an_idle_queue_frees_its_items_when_a_sibling_collapses_its_accou
 }
 END_TEST
 
+/* The queue learns that its account closed at its own next pop, before
+ * reclamation's notice reaches it: the notice then finds nothing to do,
+ * and nothing is freed or reported twice. */
+START_TEST(test_a_queue_that_collapsed_before_its_notice_arrives_collapses_once)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(64 * KIB, 32 * KIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *a = account_make(t);
+    pender sibling;
+    fake_clock_set(&clock, 1);
+    pender_start(&sibling, a, 80 * KIB, 1); /* crosses max */
+    for (int i = 0; i < 1000 && sibling.calls == 0; i++)
+        ck_assert_int_eq(memq_tracker_reclaim(t), MEMQ_EAGAIN); /* its answer will be pending */
+    ck_assert_int_eq(sibling.calls, 1);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+    fake_clock_set(&clock, 2);
+    for (int i = 0; i < 3; i++)
+        push_ok(q, i, 100);
+    pender_answer(&sibling, MEMQ_RECLAIMED_COLLAPSING); /* the account closes */
+    ck_assert(memq_account_closed(a));
+    ck_assert_ptr_null(memq_queue_pop(q)); /* the owner sees it first */
+    ck_assert(memq_queue_closed(q));
+    ck_assert_int_eq(atomic_load(&l.freed), 3);
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+    ck_assert_int_eq(reclaim_until_done(t), 0); /* the notice comes */
+    ck_assert_int_eq(atomic_load(&l.freed), 3);
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    memq_queue_free(q);
+    memq_participation_free(sibling.p);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* The account closes (here from the clock the push reads: the moment
+ * another thread could close it) after the push checked it: the claim
+ * fails, the queue collapses, and the item stays the caller's. */
+START_TEST(test_a_push_racing_its_accounts_close_collapses_the_queue_and_leaves_the_item)
+{
+    closing_clock clock = {.now = 10};
+    memq_tracker *t = tracker_with_closing_clock(1 * MIB, &clock);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+    push_ok(q, 1, 100);
+    clock.unref = a; /* the only reference */
+    item *it = item_new(2);
+    ck_assert_int_eq(memq_queue_push(q, it, 100), MEMQ_ECLOSED);
+    ck_assert(memq_queue_closed(q));
+    ck_assert_int_eq(atomic_load(&l.freed), 1); /* item 1 only */
+    ck_assert_int_eq(l.order[0], 1);
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    free(it); /* not taken */
+    memq_queue_free(q);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_a_push_racing_tracker_shutdown_collapses_the_queue_and_leaves_the_item)
+{
+    closing_clock clock = {.now = 10};
+    memq_tracker *t = tracker_with_closing_clock(1 * MIB, &clock);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+    push_ok(q, 1, 100);
+    clock.shut_down = t;
+    item *it = item_new(2);
+    ck_assert_int_eq(memq_queue_push(q, it, 100), MEMQ_ECLOSED);
+    ck_assert(memq_queue_closed(q));
+    ck_assert_int_eq(atomic_load(&l.freed), 1);
+    ck_assert_int_eq(atomic_load(&l.collapses), 1);
+    free(it);
+    memq_queue_free(q);
+    memq_account_unref(a); /* the tracker's memory goes with it */
+}
+END_TEST
+
+/* A clock at its very last value still stamps data that has an age
+ * (MEMQ_TIME_MAX means "no data"): that queue is a candidate like any
+ * other, and the newest one, reclaimed after the older one. */
+static int collapse_order[2], collapses_seen;
+
+static void note_collapse(void *ctx)
+{
+    collapse_order[collapses_seen++ % 2] = *(int *)ctx;
+}
+
+START_TEST(test_a_push_when_the_clock_reads_time_max_is_still_the_newest_data)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(64 * KIB, 16 * KIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *old = account_make(t), *last = account_make(t);
+    static int old_id = 1, last_id = 2;
+    collapses_seen = 0;
+    memq_queue *qo = NULL, *ql = NULL;
+    ck_assert_int_eq(memq_queue_new(old, MEMQ_QUEUE_COLLAPSE, free_plain, note_collapse, &old_id,
+                                    &qo), 0);
+    ck_assert_int_eq(memq_queue_new(last, MEMQ_QUEUE_COLLAPSE, free_plain, note_collapse,
+                                    &last_id, &ql), 0);
+    fake_clock_set(&clock, 1000);
+    ck_assert_int_eq(memq_queue_push(qo, item_new(1), 40 * KIB), 0);
+    fake_clock_set(&clock, MEMQ_TIME_MAX);
+    ck_assert_int_eq(memq_queue_push(ql, item_new(2), 40 * KIB), 0); /* crosses max */
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+    /* Both had to go to reach low water: the older first. */
+    ck_assert_int_eq(collapses_seen, 2);
+    ck_assert_int_eq(collapse_order[0], 1);
+    ck_assert_int_eq(collapse_order[1], 2);
+    memq_stats st;
+    memq_tracker_stats(t, &st);
+    ck_assert_uint_eq(st.unreclaimable_events, 0);
+    memq_queue_free(qo);
+    memq_queue_free(ql);
+    memq_account_unref(old);
+    memq_account_unref(last);
+    memq_tracker_free(t);
+}
+END_TEST
+
 static Suite *queue_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -902,6 +1025,12 @@ static Suite *queue_suite(void)
     tcase_add_test(collapse, test_the_account_with_the_oldest_head_item_is_reclaimed_first);
     tcase_add_test(collapse, test_popping_the_head_makes_the_next_items_stamp_the_queues_age);
     tcase_add_test(collapse, test_an_idle_queue_frees_its_items_when_a_sibling_collapses_its_account);
+    tcase_add_test(collapse, test_a_queue_that_collapsed_before_its_notice_arrives_collapses_once);
+    tcase_add_test(collapse,
+                   test_a_push_racing_its_accounts_close_collapses_the_queue_and_leaves_the_item);
+    tcase_add_test(collapse,
+                   test_a_push_racing_tracker_shutdown_collapses_the_queue_and_leaves_the_item);
+    tcase_add_test(collapse, test_a_push_when_the_clock_reads_time_max_is_still_the_newest_data);
     suite_add_tcase(s, collapse);
 
     tcase_add_test(drop,

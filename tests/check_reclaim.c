@@ -1688,6 +1688,200 @@ START_TEST(test_a_target_that_refills_during_its_round_still_gives_everything_ba
 }
 END_TEST
 
+/* ----------------------------------------------------------------------
+ * A fake participant that acts once inside its oldest callback
+ * ---------------------------------------------------------------------- */
+
+typedef struct acting_part acting_part;
+struct acting_part {
+    fake_part base; /* first: the fake reclaim callback takes it as its self */
+    void (*in_oldest)(acting_part *ap);
+    void *ctx;
+    bool armed;
+    int rc;
+};
+
+static bool acting_oldest(void *self, memq_time *when)
+{
+    acting_part *ap = self;
+    if (ap->armed) {
+        ap->armed = false;
+        ap->in_oldest(ap);
+    }
+    return fake_oldest(&ap->base, when);
+}
+
+static void acting_add(fake_world *w, acting_part *ap, int id, memq_account *a)
+{
+    static const memq_participant_ops ops = {acting_oldest, fake_reclaim};
+    memset(ap, 0, sizeof *ap);
+    fake_part *fp = &ap->base;
+    fp->w = w;
+    fp->id = id;
+    fp->account = a;
+    fp->answer = MEMQ_RECLAIMED_PARTIAL;
+    fp->free_per_call = SIZE_MAX;
+    ck_assert_int_eq(memq_participant_register(a, &ops, ap, &fp->p), 0);
+    w->parts[w->n_parts++] = fp;
+}
+
+/* The sibling in ctx receives 100 bytes of data that arrived at AT(50). */
+static void sibling_receives_old_data(acting_part *ap)
+{
+    ap->rc = part_claim_at(ap->ctx, 100, AT(50));
+}
+
+/* A's batch reads p1 (data from 100), then p0 (from 150), whose callback
+ * runs while p1, already read, receives data from 50: the key A gets must
+ * be 50, not 100, or B (60) would go first. */
+START_TEST(test_data_older_than_its_claim_claimed_during_the_batch_keeps_the_key_a_lower_bound)
+{
+    fake_world w;
+    world_new(&w, 1000, 500);
+    memq_account *a = world_account(&w, NULL);
+    acting_part p0;
+    fake_part p1, b;
+    acting_add(&w, &p0, 1, a);
+    part_add(&w, &p1, 2, a); /* registered last: read first */
+    ck_assert_int_eq(part_claim_at(&p1, 100, AT(10)), 0); /* A enters the index at 10 */
+    ck_assert_int_eq(part_claim_at(&p0.base, 100, AT(15)), 0);
+    world_holder(&w, &b, 3, NULL, AT(60), 800);
+    /* Both drain their old data; new data arrives at 100 and 150. */
+    part_release(&p1, 100);
+    ck_assert_int_eq(part_claim_at(&p1, 100, AT(100)), 0);
+    part_release(&p0.base, 100);
+    p0.in_oldest = sibling_receives_old_data;
+    p0.ctx = &p1;
+    p0.armed = true;
+    ck_assert_int_eq(part_claim_at(&p0.base, 200, AT(150)), 0); /* crosses max */
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    ck_assert_int_eq(p0.rc, 0);
+    ck_assert_int_eq(p1.oldest, AT(50));
+    ck_assert_int_ge(world_call_index(&w, 2), 0);
+    ck_assert(world_call_index(&w, 3) < 0 || world_call_index(&w, 2) < world_call_index(&w, 3));
+    world_teardown(&w);
+}
+END_TEST
+
+static void free_the_tracker(acting_part *ap)
+{
+    memq_tracker_free(ap->base.w->t);
+    ap->base.w->t = NULL;
+}
+
+/* An oldest callback may free the tracker too, whether it is the first
+ * account's (the victim's) or the next one's (the runner-up's): the call
+ * ends with MEMQ_ESHUTDOWN and no reclaim callback runs. */
+START_TEST(test_an_oldest_callback_freeing_the_tracker_ends_the_reclaim_call_with_eshutdown)
+{
+    for (int runner_up = 0; runner_up < 2; runner_up++) {
+        fake_world w;
+        world_new(&w, 1000, 500);
+        memq_account *a = world_account(&w, NULL), *b = world_account(&w, NULL);
+        acting_part pa, pb;
+        acting_add(&w, &pa, 1, a);
+        acting_add(&w, &pb, 2, b);
+        ck_assert_int_eq(part_claim_at(&pa.base, 600, AT(10)), 0);
+        ck_assert_int_eq(part_claim_at(&pb.base, 600, AT(20)), 0);
+        acting_part *freer = runner_up ? &pb : &pa;
+        freer->in_oldest = free_the_tracker;
+        freer->armed = true;
+        memq_tracker *t = w.t; /* the world's accounts keep its memory */
+        ck_assert_int_eq(memq_tracker_reclaim(t), MEMQ_ESHUTDOWN);
+        ck_assert_ptr_null(w.t);
+        ck_assert_int_eq(w.n_calls, 0);
+        ck_assert_int_eq(pa.base.oldest_calls, 1);
+        ck_assert_int_eq(pb.base.oldest_calls, runner_up);
+        world_teardown(&w);
+    }
+}
+END_TEST
+
+/* Participants still to be told that their account collapsed hear nothing
+ * once the tracker is freed: no callback runs after memq_tracker_free(). */
+START_TEST(test_tracker_free_drops_notices_not_yet_delivered)
+{
+    fake_world w;
+    world_init(&w, 1000, 500);
+    w.cfg.reclaim_budget_us = 10 * 1000 * 1000; /* one call does the round */
+    world_start(&w);
+    fake_part pending, late;
+    memq_account *a = world_holder(&w, &pending, 1, NULL, AT(10), 1100);
+    pending.answer = MEMQ_RECLAIM_PENDING;
+    ck_assert_int_eq(memq_tracker_reclaim(w.t), MEMQ_EAGAIN);
+    ck_assert_int_eq(pending.calls, 1);
+    part_add(&w, &late, 2, a);
+    ck_assert_int_eq(part_claim_at(&late, 50, AT(20)), 0);
+    part_release(&pending, pending.claimed);
+    memq_reclaim_done(pending.p, MEMQ_RECLAIMED_COLLAPSING); /* queues late's notice */
+    ck_assert(memq_account_closed(a));
+    ck_assert(fd_readable(memq_tracker_fd(w.t))); /* the next call would tell it */
+    memq_tracker_free(w.t);
+    w.t = NULL;
+    ck_assert_int_eq(late.calls, 0);
+    ck_assert_int_eq(late.notices, 0);
+    ck_assert_int_eq(memq_claim(late.p, 1), MEMQ_ESHUTDOWN);
+    world_teardown(&w);
+}
+END_TEST
+
+/* The answer given with memq_reclaim_done() before the callback returns
+ * PENDING (the work finished at once, on this thread or another) counts
+ * as given: nothing is left pending. */
+static void answer_early(fake_part *fp, const memq_reclaim_request *req)
+{
+    (void)req;
+    memq_reclaim_status st = fp->hook_ctx != NULL ? MEMQ_RECLAIMED_COLLAPSING
+                                                  : MEMQ_RECLAIMED_PARTIAL;
+    part_release(fp, fp->claimed);
+    memq_reclaim_done(fp->p, st);
+}
+
+START_TEST(test_a_partial_answer_given_before_the_callback_returns_pending_completes_it)
+{
+    fake_world w;
+    world_init(&w, 1000, 500);
+    w.cfg.reclaim_budget_us = 10 * 1000 * 1000; /* one call does the round */
+    world_start(&w);
+    fake_part fp;
+    memq_account *a = world_holder(&w, &fp, 1, NULL, AT(10), 1100);
+    fp.answer = MEMQ_RECLAIM_PENDING;
+    fp.hook = answer_early;
+    ck_assert_int_eq(memq_tracker_reclaim(w.t), 0); /* not waiting for anything */
+    memq_stats st = world_stats(&w);
+    ck_assert_uint_eq(st.partial_reclaims, 1);
+    ck_assert_uint_eq(st.bytes_reclaimed, 1100);
+    ck_assert_uint_eq(st.misuse_events, 0);
+    ck_assert(!memq_account_closed(a));
+    ck_assert(!fd_readable(memq_tracker_fd(w.t)));
+    world_advance_to(&w, AT(1000)); /* long after the timeout: nothing expires */
+    ck_assert_int_eq(world_reclaim(&w), 0);
+    ck_assert_uint_eq(world_stats(&w).callback_timeouts, 0);
+    world_teardown(&w);
+}
+END_TEST
+
+START_TEST(test_a_collapsing_answer_given_before_the_callback_returns_pending_closes_the_account)
+{
+    fake_world w;
+    world_init(&w, 1000, 500);
+    w.cfg.reclaim_budget_us = 10 * 1000 * 1000; /* one call does the round */
+    world_start(&w);
+    fake_part fp;
+    memq_account *a = world_holder(&w, &fp, 1, NULL, AT(10), 1100);
+    fp.answer = MEMQ_RECLAIM_PENDING;
+    fp.hook = answer_early;
+    fp.hook_ctx = &fp; /* collapse */
+    ck_assert_int_eq(memq_tracker_reclaim(w.t), 0);
+    ck_assert(memq_account_closed(a));
+    memq_stats st = world_stats(&w);
+    ck_assert_uint_eq(st.accounts_collapsed, 1);
+    ck_assert_uint_eq(st.callback_timeouts, 0);
+    ck_assert_uint_eq(st.used, 0);
+    world_teardown(&w);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("reclaim");
@@ -1803,6 +1997,13 @@ int main(void)
     tcase_add_test(tc, test_keys_stay_lower_bounds_when_a_sibling_claims_during_the_batch);
     tcase_add_test(tc, test_an_account_flipping_between_cache_and_claims_takes_one_place_aside);
     tcase_add_test(tc, test_a_target_that_refills_during_its_round_still_gives_everything_back);
+    tcase_add_test(tc,
+                   test_data_older_than_its_claim_claimed_during_the_batch_keeps_the_key_a_lower_bound);
+    tcase_add_test(tc, test_an_oldest_callback_freeing_the_tracker_ends_the_reclaim_call_with_eshutdown);
+    tcase_add_test(tc, test_tracker_free_drops_notices_not_yet_delivered);
+    tcase_add_test(tc, test_a_partial_answer_given_before_the_callback_returns_pending_completes_it);
+    tcase_add_test(tc,
+                   test_a_collapsing_answer_given_before_the_callback_returns_pending_closes_the_account);
     suite_add_tcase(s, tc);
 
     tc = test_case("budget");

@@ -981,6 +981,25 @@ START_TEST(test_json_dump_escapes_quotes_and_newlines_in_names)
 }
 END_TEST
 
+/* A tab or an escape character in a name is no valid JSON as it is:
+ * control characters are written as \u00XX and read back the same. */
+START_TEST(test_json_dump_escapes_control_characters_in_names)
+{
+    fake_world w;
+    world_new(&w, 10000, 5000);
+    memq_account *a = world_account(&w, NULL);
+    const char *name = "tab\there\x1b[0m";
+    ck_assert_int_eq(memq_account_set_name(a, name), 0);
+    char *text = dump_to_string(w.t, MEMQ_DUMP_JSON, NULL);
+    bool found = false;
+    ck_assert_msg(json_valid(text, name, &found), "invalid JSON:\n%s", text);
+    ck_assert_msg(found, "the name does not come back unescaped:\n%s", text);
+    ck_assert_ptr_nonnull(strstr(text, "tab\\u0009here\\u001b[0m"));
+    free(text);
+    world_teardown(&w);
+}
+END_TEST
+
 /* ======================================================================
  * memq_tracker_dump: PROMETHEUS
  * ====================================================================== */
@@ -1201,6 +1220,7 @@ int main(void)
     tcase_add_test(tc, test_json_dump_lists_every_account_by_id_and_name);
     tcase_add_test(tc, test_json_dump_lists_parents_by_id);
     tcase_add_test(tc, test_json_dump_escapes_quotes_and_newlines_in_names);
+    tcase_add_test(tc, test_json_dump_escapes_control_characters_in_names);
     suite_add_tcase(s, tc);
 
     tc = test_case("dump_prometheus");

@@ -574,6 +574,74 @@ START_TEST(test_tracker_free_of_an_idle_reclaim_thread_is_clean)
 END_TEST
 
 /* ----------------------------------------------------------------------
+ * The reclaim thread waiting for a PENDING answer
+ * ---------------------------------------------------------------------- */
+
+/* Holds `held` bytes of old data; answers every request PENDING and
+ * leaves the work to the test (its owner), which answers later. */
+typedef struct deferring {
+    memq_participation *p;
+    _Atomic size_t held;
+    atomic_int asked;
+} deferring;
+
+static bool deferring_oldest(void *self, memq_time *when)
+{
+    deferring *d = self;
+    if (atomic_load(&d->held) == 0)
+        return false;
+    *when = 1;
+    return true;
+}
+
+static memq_reclaim_status deferring_reclaim(void *self, const memq_reclaim_request *req)
+{
+    deferring *d = self;
+    (void)req;
+    atomic_fetch_add(&d->asked, 1);
+    return MEMQ_RECLAIM_PENDING;
+}
+
+START_TEST(test_reclaim_thread_waits_for_a_pending_answer_and_ends_the_episode_when_it_comes)
+{
+    static const memq_participant_ops ops = {deferring_oldest, deferring_reclaim};
+    memq_tracker *t = thread_tracker(64 * KIB, 32 * KIB, 0);
+    memq_account *a;
+    deferring d;
+    memset(&d, 0, sizeof d);
+    ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
+    ck_assert_int_eq(memq_participant_register(a, &ops, &d, &d.p), 0);
+    atomic_store(&d.held, 100 * KIB);
+    ck_assert_int_eq(memq_claim(d.p, 100 * KIB), 0); /* crosses max */
+    ck_assert_int_eq(wait_for(&d.asked), 1);
+    sleep_ms(50); /* the thread waits: several of its polls go by */
+    memq_stats st;
+    memq_tracker_stats(t, &st);
+    ck_assert_int_eq(atomic_load(&d.asked), 1); /* not asked again meanwhile */
+    ck_assert_uint_eq(st.used, 100 * KIB);
+    ck_assert_uint_eq(st.callback_timeouts, 0);
+    /* The owner finishes the work and answers. */
+    memq_release(d.p, 100 * KIB);
+    atomic_store(&d.held, 0);
+    memq_reclaim_done(d.p, MEMQ_RECLAIMED_PARTIAL);
+    for (int i = 0; i < DEADLINE_MS; i++) {
+        memq_tracker_stats(t, &st);
+        if (st.partial_reclaims == 1 && !fd_readable(memq_tracker_fd(t)))
+            break;
+        sleep_ms(1);
+    }
+    ck_assert_uint_eq(st.partial_reclaims, 1);
+    ck_assert_uint_eq(st.used, 0);
+    ck_assert_uint_eq(st.episodes, 1);
+    ck_assert_uint_eq(st.unreclaimable_events, 0);
+    ck_assert(!memq_account_closed(a));
+    memq_participation_free(d.p);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* ----------------------------------------------------------------------
  * Wakeup in thread mode, and concurrent manual reclaim calls
  * ---------------------------------------------------------------------- */
 
@@ -820,6 +888,7 @@ int main(void)
     tcase_add_test(tc, test_tracker_free_waits_for_a_running_callback);
     tcase_add_test(tc, test_no_callback_runs_after_tracker_free_returns);
     tcase_add_test(tc, test_tracker_free_of_an_idle_reclaim_thread_is_clean);
+    tcase_add_test(tc, test_reclaim_thread_waits_for_a_pending_answer_and_ends_the_episode_when_it_comes);
     suite_add_tcase(s, tc);
 
     tc = test_case("races");

@@ -114,4 +114,90 @@ static inline void collapser_start(collapser *c, memq_account *a, size_t bytes, 
     ck_assert_int_eq(memq_claim(c->p, bytes), 0);
 }
 
+/* A participant holding `bytes` stamped `stamp` that answers every request
+ * PENDING; the test completes the answer with memq_reclaim_done().  Told
+ * that its account closed, it releases everything. */
+typedef struct pender {
+    memq_participation *p;
+    size_t bytes;
+    memq_time stamp;
+    int calls;
+} pender;
+
+static inline bool pender_oldest(void *self, memq_time *when)
+{
+    pender *d = self;
+    if (d->bytes == 0)
+        return false;
+    *when = d->stamp;
+    return true;
+}
+
+static inline memq_reclaim_status pender_reclaim(void *self, const memq_reclaim_request *req)
+{
+    pender *d = self;
+    d->calls++;
+    if (req->closed) {
+        memq_release(d->p, d->bytes);
+        d->bytes = 0;
+    }
+    return MEMQ_RECLAIM_PENDING;
+}
+
+static inline void pender_start(pender *d, memq_account *a, size_t bytes, memq_time stamp)
+{
+    static const memq_participant_ops ops = {pender_oldest, pender_reclaim};
+    d->bytes = bytes;
+    d->stamp = stamp;
+    d->calls = 0;
+    ck_assert_int_eq(memq_participant_register(a, &ops, d, &d->p), 0);
+    ck_assert_int_eq(memq_claim(d->p, bytes), 0);
+}
+
+/* Give everything back, then complete the pending answer with st. */
+static inline void pender_answer(pender *d, memq_reclaim_status st)
+{
+    memq_release(d->p, d->bytes);
+    d->bytes = 0;
+    memq_reclaim_done(d->p, st);
+}
+
+/* A clock that, at its next read once armed, closes an account (drops the
+ * test's last reference) or shuts the tracker down, then reads as usual.
+ * A container reads the clock in the middle of a push or an add, between
+ * checking that its account is open and claiming: the window in which
+ * another thread could close the account, made deterministic. */
+typedef struct closing_clock {
+    _Atomic memq_time now;
+    memq_account *unref;     /* its last reference dropped at the next read */
+    memq_tracker *shut_down; /* freed at the next read */
+} closing_clock;
+
+static inline memq_time closing_clock_read(void *ctx)
+{
+    closing_clock *c = ctx;
+    memq_account *a = c->unref;
+    memq_tracker *t = c->shut_down;
+    c->unref = NULL;
+    c->shut_down = NULL;
+    if (a != NULL)
+        memq_account_unref(a);
+    if (t != NULL)
+        memq_tracker_free(t);
+    return atomic_load(&c->now);
+}
+
+static inline memq_tracker *tracker_with_closing_clock(size_t max, closing_clock *c)
+{
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.max = max;
+    cfg.cache_max = 0;
+    cfg.clock = closing_clock_read;
+    cfg.clock_ctx = c;
+    memq_tracker *t = NULL;
+    ck_assert_int_eq(memq_tracker_new(&t, &cfg), 0);
+    return t;
+}
+
 #endif /* CONTAINER_HELPERS_H */

@@ -15,13 +15,17 @@
 #include <check.h>
 #include <memquota.h>
 
+#include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -100,6 +104,72 @@ static inline int run_suite(Suite *s)
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+}
+
+/* ----------------------------------------------------------------------
+ * System resources made to run out, for the paths where a system call
+ * fails.  No privileges needed, and no interposition: the limits are the
+ * process's own, and each helper undoes what it did.
+ * ---------------------------------------------------------------------- */
+
+#define SQUEEZE_FDS 256
+
+/* Leave exactly n_free descriptors free: the soft RLIMIT_NOFILE comes down
+ * to SQUEEZE_FDS (the hard limit stays, as valgrind requires) and every
+ * free slot below it is filled but the last n_free.  Until
+ * fds_unsqueeze(), an open, socket, eventfd or timerfd beyond those fails
+ * with EMFILE. */
+typedef struct fd_squeeze {
+    struct rlimit old;
+    int fds[SQUEEZE_FDS];
+    int n;
+} fd_squeeze;
+
+static inline void fds_squeeze(fd_squeeze *s, int n_free)
+{
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &s->old), 0);
+    struct rlimit low = s->old;
+    if (low.rlim_cur > SQUEEZE_FDS)
+        low.rlim_cur = SQUEEZE_FDS;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    s->n = 0;
+    int fd;
+    while (s->n < SQUEEZE_FDS && (fd = open("/dev/null", O_RDONLY | O_CLOEXEC)) >= 0)
+        s->fds[s->n++] = fd;
+    ck_assert_int_ge(s->n, n_free);
+    for (int i = 0; i < n_free; i++)
+        close(s->fds[--s->n]);
+}
+
+static inline void fds_unsqueeze(fd_squeeze *s)
+{
+    while (s->n > 0)
+        close(s->fds[--s->n]);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &s->old), 0);
+}
+
+/* Make every pthread_create() with default attributes fail (the library
+ * creates its threads so): the default stack becomes larger than the
+ * address space, so mapping it fails (EAGAIN; valgrind says EINVAL).
+ * threads_allowed() puts the old default back. */
+typedef struct thread_squeeze {
+    pthread_attr_t old;
+} thread_squeeze;
+
+static inline void threads_forbidden(thread_squeeze *s)
+{
+    ck_assert_int_eq(pthread_getattr_default_np(&s->old), 0);
+    pthread_attr_t huge;
+    ck_assert_int_eq(pthread_attr_init(&huge), 0);
+    ck_assert_int_eq(pthread_attr_setstacksize(&huge, (size_t)1 << 50), 0);
+    ck_assert_int_eq(pthread_setattr_default_np(&huge), 0);
+    pthread_attr_destroy(&huge);
+}
+
+static inline void threads_allowed(thread_squeeze *s)
+{
+    ck_assert_int_eq(pthread_setattr_default_np(&s->old), 0);
+    pthread_attr_destroy(&s->old);
 }
 
 /* ----------------------------------------------------------------------
