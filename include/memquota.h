@@ -295,9 +295,11 @@ MEMQ_EXPORT memq_time memq_tracker_now(const memq_tracker *t);
  * Returns MEMQ_EAGAIN when the budget ran out, when it waits for PENDING
  * answers, or when another thread is reclaiming: call again when
  * memq_tracker_fd() is readable.  MEMQ_ESHUTDOWN after the tracker was shut
- * down (from a callback), MEMQ_ENOMEM if it could not allocate its list of
- * accounts set aside (the episode is retried on the next call), MEMQ_EINVAL for
- * NULL.  Allowed in both modes and from callbacks (a nested call returns
+ * down (from a callback), MEMQ_ENOMEM if it could not allocate a list it
+ * works with (accounts set aside, an account's participations, a victim's
+ * descendants): nothing is taken as unreclaimable for it, and the episode
+ * is retried on the next call (the reclaim thread waits a second); MEMQ_EINVAL
+ * for NULL.  Allowed in both modes and from callbacks (a nested call returns
  * MEMQ_EAGAIN). */
 MEMQ_EXPORT int memq_tracker_reclaim(memq_tracker *t);
 

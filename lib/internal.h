@@ -157,10 +157,10 @@ struct memq_account {
     /* Under the lock.  dropped: found holding only cache, set aside, its
      * gates on offer, until one of its participants claims or the episode
      * ends.  aside: set aside for the episode (ages.c); listed: in the
-     * episode's aside list (pinned there until the episode ends).
-     * notice_queued: closed by reclamation, its participants not all told
-     * yet, in the tracker's notice list (pinned while there). */
-    unsigned char dropped : 1, aside : 1, listed : 1, notice_queued : 1;
+     * episode's aside list (pinned there until the episode ends).  An
+     * account in the tracker's notice list (closed by reclamation, its
+     * participants not all told yet) is pinned while there. */
+    unsigned char dropped : 1, aside : 1, listed : 1;
 };
 
 /* ======================================================================
@@ -210,6 +210,7 @@ typedef struct memq_episode {
     /* The round in progress: the victim's and descendants' participations. */
     bool round_active;
     bool round_progress; /* something was freed, collapsed or deferred */
+    bool targets_short;  /* no memory to list a victim's participants */
     memq_candidate victim;
     memq_reclaim_request request;
     memq_snapshot targets;

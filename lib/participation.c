@@ -470,9 +470,7 @@ void memq_participation_free(memq_participation *p)
     }
     p->freed = 1; /* no callback starts from now on */
     if (!memq__closed(p))
-        memq__participation_close(p);
-    else if (p->pending)
-        memq__episode_forget(t, p);
+        memq__participation_close(p); /* (closing forgets a pending answer) */
     p->cache = 0;
     if (p->prev != NULL)
         p->prev->next = p->next;

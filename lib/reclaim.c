@@ -130,14 +130,18 @@ static void callback_end(memq_tracker *t)
  * keeps its old key (a lower bound still) and the answer is UNSETTLED, to
  * be asked again.
  */
-typedef enum { AGE_HELD, AGE_NONE, AGE_UNSETTLED } age_answer;
+typedef enum { AGE_HELD, AGE_NONE, AGE_UNSETTLED, AGE_NOMEM } age_answer;
 
 static age_answer refresh(memq_tracker *t, memq_account *a, memq_time *fresh)
 {
     memq_snapshot *s = &t->ep.scratch;
-    for (memq_participation *p = a->participants; p != NULL; p = p->next)
-        if (!snapshot_add(s, p))
-            break;
+    for (memq_participation *p = a->participants; p != NULL; p = p->next) {
+        if (!snapshot_add(s, p)) {
+            /* Not asked at all: its key, a lower bound, stays. */
+            snapshot_clear(s);
+            return AGE_NOMEM;
+        }
+    }
     a->pins++; /* a outlives the batch, whatever is freed meanwhile */
     t->refreshing = a;
     t->refresh_floor = MEMQ_TIME_MAX;
@@ -212,7 +216,7 @@ static age_answer refresh(memq_tracker *t, memq_account *a, memq_time *fresh)
     return answer;
 }
 
-typedef enum { SELECT_FOUND, SELECT_NONE, SELECT_BUDGET } select_result;
+typedef enum { SELECT_FOUND, SELECT_NONE, SELECT_BUDGET, SELECT_NOMEM } select_result;
 
 /* Re-checks spent at most on finding a round's older_than. */
 #define RUNNER_UP_CHECKS 4
@@ -247,6 +251,8 @@ static select_result select_oldest(memq_tracker *t, memq_candidate *out, budget 
         b->worked = true;
         memq_time fresh;
         age_answer r = refresh(t, a, &fresh);
+        if (r == AGE_NOMEM)
+            return SELECT_NOMEM;
         if (t->shutdown)
             return SELECT_NONE;
         if (r == AGE_UNSETTLED && unsettled != a) {
@@ -271,9 +277,7 @@ static void queue_notices(memq_tracker *t, memq_account *a, memq_participation *
 {
     if (answerer != NULL)
         answerer->noticed = 1;
-    if (a->notice_queued)
-        return;
-    a->notice_queued = true;
+    /* Queued once: collapse() closes a right after. */
     a->pins++; /* until every participant has heard */
     a->notice_next = NULL;
     if (t->notice_tail != NULL)
@@ -292,7 +296,6 @@ static void dequeue_notices(memq_tracker *t)
     t->notice_head = a->notice_next;
     if (t->notice_head == NULL)
         t->notice_tail = NULL;
-    a->notice_queued = false;
     a->pins--;
     memq__account_maybe_free(a);
 }
@@ -337,8 +340,10 @@ static void collect_targets(memq_account *a, void *arg)
     for (memq_participation *p = a->participants; p != NULL; p = p->next) {
         if (p->pending)
             continue; /* already working on an earlier request */
-        if (!snapshot_add(&t->ep.targets, p))
+        if (!snapshot_add(&t->ep.targets, p)) {
+            t->ep.targets_short = true;
             return;
+        }
         /* What it frees now goes back to the tracker, not to its cache. */
         memq__participation_ask(p, true);
     }
@@ -371,21 +376,33 @@ static size_t target_of(const memq_tracker *t)
     return t->cfg.low_water;
 }
 
-static void start_round(memq_tracker *t, memq_candidate victim, memq_time older_than)
+/* Start a round on the victim (set aside).  False when there was no
+ * memory to list its participants: nobody is asked, the victim is back in
+ * the running, and the call returns MEMQ_ENOMEM (a round asking only some
+ * of them could leave the victim aside as if it had nothing to give). */
+static bool start_round(memq_tracker *t, memq_candidate victim, memq_time older_than)
 {
     memq_episode *ep = &t->ep;
     memq_account *a = lookup(t, victim.id);
     if (a == NULL)
-        return;
+        return true;
     size_t used = used_of(t);
     ep->request = (memq_reclaim_request){used > target_of(t) ? used - target_of(t) : 0,
                                          older_than, false};
     ep->victim = victim;
     ep->round_progress = false;
     snapshot_clear(&ep->targets);
-    memq__account_walk(a, collect_targets, t);
+    ep->targets_short = false;
+    if (!memq__account_walk(a, collect_targets, t) || ep->targets_short) {
+        for (size_t i = 0; i < ep->targets.n; i++)
+            memq__participation_ask(ep->targets.items[i], false);
+        snapshot_clear(&ep->targets);
+        memq__restore(t, a);
+        return false;
+    }
     ep->round_active = true;
     t->stats.accounts_reclaimed++;
+    return true;
 }
 
 /* Close a as collapsed (a COLLAPSING answer from `answerer`, or a timeout
@@ -698,6 +715,8 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
         select_result r = select_oldest(t, &victim, b, UINT_MAX);
         if (r == SELECT_BUDGET)
             return MEMQ_EAGAIN;
+        if (r == SELECT_NOMEM)
+            return MEMQ_ENOMEM;
         if (r == SELECT_NONE) {
             if (t->shutdown || t->notice_head != NULL)
                 continue;
@@ -721,13 +740,13 @@ static int run(memq_tracker *t, budget *b, reclaim_log *log)
         r = select_oldest(t, &next, &unbounded, RUNNER_UP_CHECKS);
         if (r == SELECT_FOUND) {
             older_than = next.oldest;
-        } else if (r == SELECT_BUDGET) {
+        } else if (r == SELECT_BUDGET || r == SELECT_NOMEM) {
             memq_account *top = memq__ages_top(t);
             memq_time key = top != NULL ? memq__ages_key(t, top) : MEMQ_TIME_MAX;
             older_than = key > victim.oldest ? key : victim.oldest;
         }
-        if (!t->shutdown)
-            start_round(t, victim, older_than);
+        if (!t->shutdown && !start_round(t, victim, older_than))
+            return MEMQ_ENOMEM;
     }
 }
 

@@ -643,9 +643,7 @@ int main(void)
     tcase_add_test(tc, test_every_function_survives_the_nth_allocation_failing);
     tcase_add_test(tc, test_every_function_survives_all_allocations_failing_from_the_nth);
     tcase_add_test(tc, test_the_reclaim_thread_waits_out_an_allocation_failure_and_finishes_the_episode);
-    if (getenv("MEMQ_KNOWN_BUGS") != NULL) /* fails until the library is fixed */
-        tcase_add_test(tc,
-                       test_a_failed_allocation_in_a_reclaim_call_never_makes_memory_look_unreclaimable);
+    tcase_add_test(tc, test_a_failed_allocation_in_a_reclaim_call_never_makes_memory_look_unreclaimable);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     srunner_run_all(sr, CK_NORMAL);
