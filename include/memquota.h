@@ -252,10 +252,12 @@ MEMQ_EXPORT void memq_tracker_free(memq_tracker *t);
  * log callbacks take effect at once; lowering max below the current use
  * starts reclamation (calling wakeup as a crossing claim would).  A new
  * cache_max applies to each participation from its next refill.
- * reclaim_mode and the clock (clock, clock_ctx) cannot change, nor can max
- * switch to or from MEMQ_UNLIMITED.  Returns 0; MEMQ_EINVAL for NULL
- * arguments or a rejected configuration (nothing changes, the reason goes
- * to cfg->log); MEMQ_ESHUTDOWN. */
+ * Fixed at creation: reclaim_mode, the clock (clock, clock_ctx), the
+ * watcher (pressure_watch, pressure_stall_us, pressure_window_us) and the
+ * pool (pool_reserve, pool_debug); nor can max switch to or from
+ * MEMQ_UNLIMITED.  Returns 0; MEMQ_EINVAL for NULL arguments or a rejected
+ * configuration, a change to a field fixed at creation included (nothing
+ * changes, the reason goes to cfg->log); MEMQ_ESHUTDOWN. */
 MEMQ_EXPORT int memq_tracker_reconfigure(memq_tracker *t, const memq_config *cfg);
 
 /* Copy the configuration in force into *out, with MEMQ_AUTO and the

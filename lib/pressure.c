@@ -945,11 +945,13 @@ memq_watcher *memq__watcher_start(memq_tracker *t, const char *root, const char 
         }
         *refused |= 1u << s;
         char text[128];
-        /* An absent source is the common case on many machines: INFO. */
+        /* An absent source is the common case on many machines: INFO.
+         * The path last: a long one is what the line's limit cuts. */
         say(t, a.err == ENOENT || a.err == ENOTDIR ? MEMQ_LOG_INFO : MEMQ_LOG_WARN,
-            "pressure watcher: %s (%s) refused: %s: %s; %s", source_name(s), a.path, a.step,
+            "pressure watcher: %s refused: %s: %s; %s (%s)", source_name(s), a.step,
             strerror_r(a.err, text, sizeof text),
-            i + 1 < count ? "trying the next source" : "running without a pressure watcher");
+            i + 1 < count ? "trying the next source" : "running without a pressure watcher",
+            a.path);
     }
     return NULL;
 }
