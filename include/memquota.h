@@ -516,9 +516,11 @@ MEMQ_EXPORT int memq_participant_register(memq_account *a, const memq_participan
  * wanted, the total is more than a sixteenth of max - low_water below max
  * and the account keeps holding memory, it takes the account's spin lock
  * and adds to the calling thread's slice of the total instead, so threads
- * using different accounts share no cache line.  The total stays exact.  Returns 0; MEMQ_ECLOSED once the account is closed;
- * MEMQ_ESHUTDOWN after memq_tracker_free() (it wins over MEMQ_ECLOSED);
- * MEMQ_EOVERFLOW if a total would overflow size_t; MEMQ_ENOMEM if the
+ * using different accounts share no cache line.  The total stays exact.
+ * Returns 0; MEMQ_ECLOSED once the account is closed; MEMQ_ESHUTDOWN
+ * after memq_tracker_free() (it wins over MEMQ_ECLOSED); MEMQ_EOVERFLOW if the participation's claim would overflow size_t, or
+ * the tracker's total exceed SIZE_MAX - SIZE_MAX / 256 (the rest is room
+ * for the pools' slack, which is never refused); MEMQ_ENOMEM if the
  * account starts holding memory and its entry in the age index cannot be
  * allocated (16 bytes, never in the fast path); MEMQ_EINVAL for NULL,
  * or for a freed participation while the library still holds its memory
@@ -566,8 +568,8 @@ MEMQ_EXPORT size_t memq_participation_claimed(const memq_participation *p);
 }
 #endif
 
-/* The tracked queue and byte buffer. */
-#include "memquota/containers.h"
+/* The chunk pool, then the tracked queue and byte buffer built on it. */
 #include "memquota/pool.h"
+#include "memquota/containers.h"
 
 #endif /* MEMQUOTA_H */

@@ -34,6 +34,8 @@
  */
 #include <memquota.h>
 
+#include "pool.h" /* whose a pool is */
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -59,6 +61,7 @@ struct memq_buf {
     pthread_mutex_t lock;
     memq_participation *participation;
     memq_tracker *tracker; /* for stamps; used only after a claim succeeded */
+    memq_pool *pool;       /* where the chunks come from */
     memq_collapse_fn on_collapse;
     void *ctx;
 
@@ -110,11 +113,13 @@ static size_t chunks_total_for(size_t bytes)
     return total;
 }
 
+/* Give chunks back to the pool; their claims were released already (or
+ * the participation is gone), so nothing is released here. */
 static void chunks_free(struct buf_chunk *list)
 {
     while (list) {
         struct buf_chunk *next = list->next;
-        free(list);
+        memq_pool_dealloc(NULL, list);
         list = next;
     }
 }
@@ -205,11 +210,19 @@ static const memq_participant_ops buf_ops = {
 MEMQ_EXPORT int memq_buf_new(memq_account *a, memq_collapse_fn on_collapse, void *ctx,
                              memq_buf **out)
 {
+    return memq_buf_new_pool(a, NULL, on_collapse, ctx, out);
+}
+
+MEMQ_EXPORT int memq_buf_new_pool(memq_account *a, memq_pool *pool, memq_collapse_fn on_collapse,
+                                  void *ctx, memq_buf **out)
+{
     memq_buf *b;
     int rc;
 
     if (!a || !out)
         return MEMQ_EINVAL;
+    if (pool != NULL && memq__pool_tracker(pool) != memq_account_tracker(a))
+        return MEMQ_EINVAL; /* its claims and its slack would be in two trackers */
     b = calloc(1, sizeof *b);
     if (!b)
         return MEMQ_ENOMEM;
@@ -230,6 +243,11 @@ MEMQ_EXPORT int memq_buf_new(memq_account *a, memq_collapse_fn on_collapse, void
     pthread_mutex_lock(&b->lock);
     rc = memq_participant_register(a, &buf_ops, b, &b->participation);
     pthread_mutex_unlock(&b->lock);
+    b->pool = pool != NULL ? pool : memq_tracker_pool(b->tracker);
+    if (rc == 0 && b->pool == NULL) {
+        memq_participation_free(b->participation);
+        rc = memq_account_closed(a) ? MEMQ_ESHUTDOWN : MEMQ_ENOMEM;
+    }
     if (rc != 0) {
         pthread_mutex_destroy(&b->lock);
         free(b);
@@ -272,21 +290,36 @@ MEMQ_EXPORT int memq_buf_add(memq_buf *b, const void *data, size_t n)
         return MEMQ_EOVERFLOW;
     }
 
-    /* Allocate every new chunk before changing anything, so that a failed
-     * add leaves the buffer as it was. */
+    /* Allocate (and claim, with their stamp) every new chunk before
+     * changing anything, so that a failed add leaves the buffer as it
+     * was.  An empty buffer publishes its age before claiming, so the
+     * tracker never sees it claim memory without an age (which would make
+     * it the oldest possible victim). */
     if (rest > 0) {
         now = memq_tracker_now(b->tracker);
         if (now == MEMQ_TIME_MAX)
             now = MEMQ_TIME_MAX - 1;
+        if (!b->head)
+            atomic_store_explicit(&b->head_stamp, now, memory_order_release);
     }
     for (left = rest; left > 0;) {
         size_t size = chunk_size_for(left);
-        c = malloc(size);
-        if (!c) {
+        void *mem = NULL;
+        rc = memq_pool_alloc_at(b->pool, b->participation, size, now, &mem);
+        if (rc != 0) {
+            /* Give back what this add took, releasing it. */
+            while (fresh) {
+                c = fresh->next;
+                memq_pool_dealloc(b->participation, fresh);
+                fresh = c;
+            }
+            if (rc == MEMQ_ECLOSED || rc == MEMQ_ESHUTDOWN)
+                goto collapse;
+            buf_publish_head(b);
             pthread_mutex_unlock(&b->lock);
-            chunks_free(fresh);
-            return MEMQ_ENOMEM;
+            return rc;
         }
+        c = mem;
         c->next = NULL;
         c->size = size;
         c->start = c->end = 0;
@@ -294,25 +327,6 @@ MEMQ_EXPORT int memq_buf_add(memq_buf *b, const void *data, size_t n)
         *freshp = c;
         freshp = &c->next;
         left -= left < chunk_capacity(c) ? left : chunk_capacity(c);
-    }
-
-    if (fresh) {
-        /* An empty buffer publishes its age before claiming, so the tracker
-         * never sees it claim memory without an age (which would make it
-         * the oldest possible victim). */
-        if (!b->head)
-            atomic_store_explicit(&b->head_stamp, fresh->stamp, memory_order_release);
-        rc = memq_claim_at(b->participation, fresh_total, now); /* the chunks' stamp */
-        if (rc == MEMQ_ECLOSED || rc == MEMQ_ESHUTDOWN) {
-            chunks_free(fresh);
-            goto collapse;
-        }
-        if (rc != 0) {
-            buf_publish_head(b);
-            pthread_mutex_unlock(&b->lock);
-            chunks_free(fresh);
-            return rc;
-        }
     }
 
     if (fit > 0) {

@@ -418,6 +418,12 @@ static inline void memq__peak(memq_tracker *t, size_t used)
 }
 
 /* Add to/subtract from the counted total (with or without the lock). */
+/* The most a claim may take the shared total to (MEMQ_EOVERFLOW beyond).
+ * The rest of size_t's range is room for slack, which is real memory the
+ * rooms beside the core cannot refuse to count (a user address space is
+ * at most 2^56 bytes): the total never wraps. */
+#define MEMQ_TOTAL_MAX (SIZE_MAX - SIZE_MAX / 256)
+
 static inline void memq__used_add(memq_tracker *t, size_t n)
 {
     atomic_fetch_add_explicit(&t->used, n, memory_order_relaxed);

@@ -309,10 +309,10 @@ static SLOW int claim_slow(memq_participation *p, size_t n, memq_time when, bool
     if (rc == 0 && n > p->cache) {
         size_t need = n - p->cache, used = memq__used(t);
         size_t refill = t->cfg.cache_max - t->cfg.cache_max / 4;
-        if (need > SIZE_MAX - used)
+        if (used > MEMQ_TOTAL_MAX || need > MEMQ_TOTAL_MAX - used)
             rc = MEMQ_EOVERFLOW;
         else
-            charge = need + (refill > SIZE_MAX - used - need ? 0 : refill);
+            charge = need + (refill > MEMQ_TOTAL_MAX - used - need ? 0 : refill);
     }
     /* The account enters the index, or returns to it if it was set aside
      * for holding only cache: data claimed now is no older than `now`.

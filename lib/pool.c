@@ -1290,6 +1290,13 @@ void memq_pool_free(memq_pool *pool)
     memq__tracker_drop(t);
 }
 
+memq_tracker *memq__pool_tracker(const memq_pool *pool)
+{
+    if (pool == NULL || pool->magic != POOL_MAGIC)
+        return NULL;
+    return atomic_load_explicit(&((memq_pool *)pool)->tracker, memory_order_relaxed);
+}
+
 memq_pool *memq_tracker_pool(memq_tracker *t)
 {
     if (t == NULL || world_ready() != 0 || tracker_open(t) != 0)

@@ -3,7 +3,8 @@
  * Never installed.
  *
  * The room keeps its own registry of pools; the core tells it when a
- * tracker's memory goes, and asks it for the pools' part of a dump.
+ * tracker's memory goes, asks it for the pools' part of a dump, and (the
+ * tracked containers) whose a pool is.
  */
 #ifndef MEMQ_POOL_ROOM_H
 #define MEMQ_POOL_ROOM_H
@@ -36,5 +37,13 @@ void memq__pool_tracker_gone(memq_tracker *t);
  * MEMQ_ENOMEM.  Write errors are left in f (ferror) for the caller.
  */
 int memq__pool_dump(memq_tracker *t, FILE *f, int format);
+
+/*
+ * The tracker whose slack pool counts, NULL once the pool is orphaned (freed,
+ * or its tracker's memory gone) or for what is not a pool.  For the
+ * containers, which check at creation that a pool given to them is their
+ * account's tracker's.
+ */
+memq_tracker *memq__pool_tracker(const memq_pool *pool);
 
 #endif /* MEMQ_POOL_ROOM_H */

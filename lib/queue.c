@@ -42,6 +42,8 @@
  */
 #include <memquota.h>
 
+#include "pool.h" /* whose a pool is */
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -58,6 +60,8 @@ struct memq_queue {
     pthread_mutex_t lock;
     memq_participation *participation;
     memq_tracker *tracker; /* for stamps; used only after a claim succeeded */
+    memq_pool *pool;       /* where the nodes come from */
+    size_t node_size;      /* what a node takes in the pool, and claims */
     int policy;
     memq_free_fn free_item;
     memq_collapse_fn on_collapse;
@@ -105,14 +109,15 @@ static struct queue_node *queue_close_locked(memq_queue *q, bool *first)
     return list;
 }
 
-/* Without the lock: free unlinked nodes and their items, oldest first. */
+/* Without the lock: free unlinked nodes and their items, oldest first.
+ * Their claims were released under the lock already. */
 static void queue_free_nodes(memq_queue *q, struct queue_node *list)
 {
     while (list) {
         struct queue_node *next = list->next;
         if (q->free_item)
             q->free_item(list->item, q->ctx);
-        free(list);
+        memq_pool_dealloc(NULL, list);
         list = next;
     }
 }
@@ -213,11 +218,20 @@ static const memq_participant_ops queue_ops = {
 MEMQ_EXPORT int memq_queue_new(memq_account *a, int policy, memq_free_fn free_item,
                                memq_collapse_fn on_collapse, void *ctx, memq_queue **out)
 {
+    return memq_queue_new_pool(a, NULL, policy, free_item, on_collapse, ctx, out);
+}
+
+MEMQ_EXPORT int memq_queue_new_pool(memq_account *a, memq_pool *pool, int policy,
+                                    memq_free_fn free_item, memq_collapse_fn on_collapse,
+                                    void *ctx, memq_queue **out)
+{
     memq_queue *q;
     int rc;
 
     if (!a || !out || (policy != MEMQ_QUEUE_COLLAPSE && policy != MEMQ_QUEUE_DROP_OLDEST))
         return MEMQ_EINVAL;
+    if (pool != NULL && memq__pool_tracker(pool) != memq_account_tracker(a))
+        return MEMQ_EINVAL; /* its claims and its slack would be in two trackers */
     q = calloc(1, sizeof *q);
     if (!q)
         return MEMQ_ENOMEM;
@@ -240,6 +254,12 @@ MEMQ_EXPORT int memq_queue_new(memq_account *a, int policy, memq_free_fn free_it
     pthread_mutex_lock(&q->lock);
     rc = memq_participant_register(a, &queue_ops, q, &q->participation);
     pthread_mutex_unlock(&q->lock);
+    q->pool = pool != NULL ? pool : memq_tracker_pool(q->tracker);
+    q->node_size = memq_pool_class_size(sizeof(struct queue_node));
+    if (rc == 0 && q->pool == NULL) {
+        memq_participation_free(q->participation);
+        rc = memq_account_closed(a) ? MEMQ_ESHUTDOWN : MEMQ_ENOMEM;
+    }
     if (rc != 0) {
         pthread_mutex_destroy(&q->lock);
         free(q);
@@ -258,18 +278,14 @@ MEMQ_EXPORT int memq_queue_push(memq_queue *q, void *item, size_t cost)
 
     if (!q)
         return MEMQ_EINVAL;
-    if (cost > SIZE_MAX - sizeof *node)
+    if (cost > SIZE_MAX - q->node_size)
         return MEMQ_EOVERFLOW;
     if (atomic_load_explicit(&q->closed, memory_order_acquire))
         return MEMQ_ECLOSED;
-    node = malloc(sizeof *node);
-    if (!node)
-        return MEMQ_ENOMEM;
 
     pthread_mutex_lock(&q->lock);
     if (atomic_load_explicit(&q->closed, memory_order_relaxed)) {
         pthread_mutex_unlock(&q->lock);
-        free(node);
         return MEMQ_ECLOSED;
     }
     /* The clock is read only once the account proved open: after tracker
@@ -277,26 +293,34 @@ MEMQ_EXPORT int memq_queue_push(memq_queue *q, void *item, size_t cost)
     if (!queue_account_open(q))
         goto collapse;
     now = memq_tracker_now(q->tracker);
-    node->next = NULL;
-    node->item = item;
-    node->cost = cost + sizeof *node;
-    node->stamp = now < MEMQ_TIME_MAX ? now : MEMQ_TIME_MAX - 1;
+    memq_time stamp = now < MEMQ_TIME_MAX ? now : MEMQ_TIME_MAX - 1;
     /* An empty queue publishes its age before claiming, so the tracker
      * never sees it claim memory without an age (which would make it the
      * oldest possible victim). */
     if (q->head == NULL)
-        atomic_store_explicit(&q->head_stamp, node->stamp, memory_order_release);
-    /* With the stamp: the age index files the data's own time, not the
-     * moment the claim reads the clock again (a little later). */
-    rc = memq_claim_at(q->participation, node->cost, node->stamp);
+        atomic_store_explicit(&q->head_stamp, stamp, memory_order_release);
+    /* The node from the pool (claiming its size), then the item's cost,
+     * both with the stamp: the age index files the data's own time, not
+     * the moment the claim reads the clock again (a little later). */
+    void *mem = NULL;
+    rc = memq_pool_alloc_at(q->pool, q->participation, q->node_size, stamp, &mem);
+    if (rc == 0 && cost > 0) {
+        rc = memq_claim_at(q->participation, cost, stamp);
+        if (rc != 0)
+            memq_pool_dealloc(q->participation, mem);
+    }
     if (rc == MEMQ_ECLOSED || rc == MEMQ_ESHUTDOWN)
         goto collapse;
     if (rc != 0) {
         queue_publish_head(q);
         pthread_mutex_unlock(&q->lock);
-        free(node);
         return rc;
     }
+    node = mem;
+    node->next = NULL;
+    node->item = item;
+    node->cost = cost + q->node_size;
+    node->stamp = stamp;
     if (q->tail)
         q->tail->next = node;
     else
@@ -310,7 +334,6 @@ MEMQ_EXPORT int memq_queue_push(memq_queue *q, void *item, size_t cost)
 collapse:
     list = queue_close_locked(q, &first);
     pthread_mutex_unlock(&q->lock);
-    free(node);
     queue_finish_collapse(q, list, first);
     return MEMQ_ECLOSED;
 }
@@ -345,7 +368,7 @@ MEMQ_EXPORT void *memq_queue_pop(memq_queue *q)
     pthread_mutex_unlock(&q->lock);
 
     item = node->item;
-    free(node);
+    memq_pool_dealloc(NULL, node); /* released above */
     return item;
 }
 

@@ -207,7 +207,7 @@ START_TEST(test_a_chunk_is_freed_as_soon_as_it_is_fully_drained)
     ck_assert_uint_eq(memq_buf_len(b), 0);
     ck_assert_uint_eq(memq_buf_allocated(b), 0);
     ck_assert_uint_eq(memq_account_used(a), 0);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     memq_buf_free(b);
     memq_account_unref(a);
     memq_tracker_free(t);
@@ -246,7 +246,7 @@ START_TEST(test_tracked_use_equals_allocated_chunks_through_10000_random_operati
         size_t len = written - read, allocated = memq_buf_allocated(b);
         ck_assert_uint_eq(memq_buf_len(b), len);
         ck_assert_uint_eq(memq_account_used(a), allocated);
-        ck_assert_uint_eq(memq_tracker_used(t), allocated); /* cache_max 0: exact */
+        ck_assert_uint_eq(claims_of(t), allocated); /* cache_max 0: exact */
         ck_assert(len == 0 ? allocated == 0 : allocated > len);
         /* Drained chunks are freed: only the head's drained part, the
          * tail's spare room and the headers are not data. */
@@ -254,7 +254,7 @@ START_TEST(test_tracked_use_equals_allocated_chunks_through_10000_random_operati
     }
     free(out);
     memq_buf_free(b);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     memq_account_unref(a);
     memq_tracker_free(t);
 }
@@ -410,7 +410,7 @@ START_TEST(test_reclaim_collapses_the_buffer_and_calls_on_collapse_once)
     ck_assert_uint_eq(memq_buf_len(b), 0);
     ck_assert_uint_eq(memq_buf_allocated(b), 0);
     ck_assert(!memq_buf_oldest(b, NULL));
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     ck_assert(memq_account_closed(a));
 
     ck_assert_int_eq(memq_buf_add(b, "x", 1), MEMQ_ECLOSED);
@@ -448,7 +448,7 @@ START_TEST(test_on_collapse_may_free_the_buffer)
     ck_assert_int_eq(reclaim_until_done(t), 0);
     ck_assert_int_eq(atomic_load(&s.calls), 1);
     ck_assert_ptr_null(s.b);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     memq_account_unref(a);
     memq_tracker_free(t);
 }
@@ -595,7 +595,7 @@ START_TEST(test_a_buffer_user_and_the_reclaim_thread_keep_counts_and_bytes_consi
     memq_stats st;
     memq_tracker_stats(t, &st);
     ck_assert_uint_ge(st.accounts_collapsed, (uint64_t)collapsed);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     free(out);
     memq_tracker_free(t);
 }
@@ -694,7 +694,7 @@ START_TEST(test_a_buffer_that_collapsed_before_its_notice_arrives_collapses_once
     ck_assert_int_eq(atomic_load(&collapses), 1);
     ck_assert_int_eq(reclaim_until_done(t), 0); /* the notice comes */
     ck_assert_int_eq(atomic_load(&collapses), 1);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     memq_buf_free(b);
     memq_participation_free(sibling.p);
     memq_account_unref(a);
@@ -721,7 +721,7 @@ START_TEST(test_an_add_racing_its_accounts_close_collapses_the_buffer)
     ck_assert_uint_eq(memq_buf_len(b), 0);
     ck_assert_uint_eq(memq_buf_allocated(b), 0);
     ck_assert_int_eq(atomic_load(&collapses), 1);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     memq_buf_free(b);
     memq_tracker_free(t);
 }
@@ -832,9 +832,68 @@ START_TEST(test_an_add_whose_last_chunk_would_overflow_the_total_fails_and_chang
     ck_assert_int_eq(memq_buf_add(b, "x", n), MEMQ_EOVERFLOW);
     ck_assert_uint_eq(memq_buf_len(b), 0);
     ck_assert_uint_eq(memq_buf_allocated(b), 0);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     memq_buf_free(b);
     memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* ======================================================================
+ * The pool the chunks come from
+ * ====================================================================== */
+
+START_TEST(test_chunks_come_from_the_pool_given_and_a_collapse_gives_their_pages_back)
+{
+    memq_tracker *t = tracker_make(4 * MIB, 3 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    memq_pool_config pc;
+    memq_pool_config_init(&pc);
+    pc.reserve = 0; /* every free page back to the OS at once */
+    pc.cache = 0;   /* and no chunk kept in a thread cache */
+    memq_pool *pool = NULL;
+    ck_assert_int_eq(memq_pool_new(t, &pc, &pool), 0);
+    atomic_int collapses = 0;
+    memq_buf *b = NULL;
+    ck_assert_int_eq(memq_buf_new_pool(a, pool, count_collapse, &collapses, &b), 0);
+    size_t written = 0;
+    add_stream(b, &written, 3 * MIB);
+    memq_pool_stats st;
+    ck_assert_int_eq(memq_pool_get_stats(pool, &st), 0);
+    ck_assert_uint_eq(st.in_use, memq_buf_allocated(b));
+    ck_assert_uint_ge(st.resident, st.in_use);
+    ck_assert_uint_eq(claims_of(t), memq_buf_allocated(b));
+    add_stream(b, &written, 2 * MIB); /* crosses max */
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+    ck_assert_int_eq(atomic_load(&collapses), 1);
+    ck_assert_int_eq(memq_pool_get_stats(pool, &st), 0);
+    ck_assert_uint_eq(st.in_use, 0);
+    /* 5 MiB of chunks freed: what stays resident is the metadata. */
+    ck_assert_uint_eq(st.resident, st.metadata);
+    ck_assert_uint_ge(st.returned, 5 * MIB);
+    memq_buf_free(b);
+    memq_pool_free(pool);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_a_pool_of_another_tracker_is_refused)
+{
+    memq_tracker *t = tracker_make(1 * MIB, 0, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_tracker *other = tracker_make(1 * MIB, 0, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    memq_buf *b = (memq_buf *)&b;
+    ck_assert_int_eq(memq_buf_new_pool(a, memq_tracker_pool(other), NULL, NULL, &b), MEMQ_EINVAL);
+    ck_assert_ptr_eq(b, (memq_buf *)&b);
+    ck_assert_int_eq(memq_buf_new_pool(a, NULL, NULL, NULL, &b), 0); /* the tracker's own */
+    ck_assert_int_eq(memq_buf_add(b, "abc", 3), 0);
+    memq_pool_stats st;
+    ck_assert_int_eq(memq_pool_get_stats(memq_tracker_pool(t), &st), 0);
+    ck_assert_uint_eq(st.in_use, memq_buf_allocated(b));
+    memq_buf_free(b);
+    memq_account_unref(a);
+    memq_tracker_free(other);
     memq_tracker_free(t);
 }
 END_TEST
@@ -885,6 +944,10 @@ static Suite *buf_suite(void)
     tcase_set_timeout(threads, 60);
     tcase_add_test(threads, test_a_buffer_user_and_the_reclaim_thread_keep_counts_and_bytes_consistent);
     suite_add_tcase(s, threads);
+    TCase *pool = tcase_create("pool");
+    tcase_add_test(pool, test_chunks_come_from_the_pool_given_and_a_collapse_gives_their_pages_back);
+    tcase_add_test(pool, test_a_pool_of_another_tracker_is_refused);
+    suite_add_tcase(s, pool);
     return s;
 }
 

@@ -15,6 +15,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The most claims may take a tracker's total to (memq_claim(3)). */
+#define TOTAL_MAX (SIZE_MAX - SIZE_MAX / 256)
+
 #define KIB ((size_t)1024)
 #define MIB (KIB * 1024)
 
@@ -691,6 +694,27 @@ ROW(claim_overflow_of_the_tracker_total)
     memq_release(fx.p, SIZE_MAX / 2 + 1);
     memq_participation_free(q);
 }
+ROW(claim_past_the_room_kept_for_slack)
+{
+    /* Claims stop short of SIZE_MAX: the pool's slack is counted without
+     * being refused, and must not wrap the total around to a small one. */
+    memq_pool *pool = memq_tracker_pool(fx.t);
+    ck_assert_ptr_nonnull(pool);
+    size_t room = TOTAL_MAX - memq_tracker_used(fx.t);
+    ck_assert_int_eq(memq_claim(fx.p, room + 1), MEMQ_EOVERFLOW);
+    ck_assert_int_eq(memq_claim(fx.p, room), 0);
+    memq_participation *q;
+    ck_assert_int_eq(memq_participant_register(fx.a, &ops, NULL, &q), 0);
+    void *chunk = SENTINEL;
+    ck_assert_int_eq(memq_pool_alloc(pool, q, 512, &chunk), MEMQ_EOVERFLOW);
+    ck_assert_ptr_eq(chunk, SENTINEL);
+    ck_assert_uint_ge(memq_tracker_used(fx.t), TOTAL_MAX);
+    ck_assert_uint_eq(memq_participation_claimed(q), 0);
+    memq_release(fx.p, room);
+    ck_assert_int_eq(memq_pool_alloc(pool, q, 512, &chunk), 0); /* with room, it fits */
+    memq_pool_dealloc(q, chunk);
+    memq_participation_free(q);
+}
 ROW(claim_overflow_unlimited_total)
 {
     /* An unlimited tracker keeps no shared total (that is what makes it
@@ -893,9 +917,10 @@ ROW(queue_push_overflow)
     memq_queue *q;
     ck_assert_int_eq(memq_queue_new(fx.a, MEMQ_QUEUE_COLLAPSE, free_item, NULL, NULL, &q), 0);
     void *item = malloc(8);
+    size_t used = memq_tracker_used(fx.t); /* the pool's metadata */
     ck_assert_int_eq(memq_queue_push(q, item, SIZE_MAX), MEMQ_EOVERFLOW);
     ck_assert_uint_eq(memq_queue_len(q), 0);
-    ck_assert_uint_eq(memq_tracker_used(fx.t), 0);
+    ck_assert_uint_eq(memq_tracker_used(fx.t), used);
     free(item); /* not taken */
     memq_queue_free(q);
 }
@@ -903,15 +928,16 @@ ROW(queue_push_overflow_of_the_tracker_total)
 {
     memq_queue *q;
     ck_assert_int_eq(memq_queue_new(fx.a, MEMQ_QUEUE_COLLAPSE, free_item, NULL, NULL, &q), 0);
-    ck_assert_int_eq(memq_claim(fx.p, SIZE_MAX - 10), 0); /* room for 10 bytes more */
+    size_t big = TOTAL_MAX - 10 - memq_tracker_used(fx.t); /* beside the pool's slack */
+    ck_assert_int_eq(memq_claim(fx.p, big), 0); /* room for 10 bytes more */
     void *item = malloc(8);
     ck_assert_int_eq(memq_queue_push(q, item, 8), MEMQ_EOVERFLOW);
     ck_assert_uint_eq(memq_queue_len(q), 0);
     ck_assert_ptr_null(memq_queue_pop(q));
     ck_assert(!memq_queue_closed(q));
-    ck_assert_uint_eq(memq_tracker_used(fx.t), SIZE_MAX - 10);
+    ck_assert_uint_eq(stats().claimed + stats().cached, big); /* (the pool may keep a span) */
     free(item); /* not taken */
-    memq_release(fx.p, SIZE_MAX - 10);
+    memq_release(fx.p, big);
     memq_queue_free(q);
 }
 ROW(queue_push_closed)
@@ -984,14 +1010,15 @@ ROW(buf_add_overflow_of_the_tracker_total)
 {
     memq_buf *b;
     ck_assert_int_eq(memq_buf_new(fx.a, NULL, NULL, &b), 0);
-    ck_assert_int_eq(memq_claim(fx.p, SIZE_MAX - 10), 0); /* room for 10 bytes more */
+    size_t big = TOTAL_MAX - 10 - memq_tracker_used(fx.t); /* beside the pool's slack */
+    ck_assert_int_eq(memq_claim(fx.p, big), 0); /* room for 10 bytes more */
     ck_assert_int_eq(memq_buf_add(b, "abc", 3), MEMQ_EOVERFLOW);
     ck_assert_uint_eq(memq_buf_len(b), 0);
     ck_assert_uint_eq(memq_buf_allocated(b), 0);
     ck_assert(!memq_buf_oldest(b, NULL));
     ck_assert(!memq_buf_closed(b));
-    ck_assert_uint_eq(memq_tracker_used(fx.t), SIZE_MAX - 10);
-    memq_release(fx.p, SIZE_MAX - 10);
+    ck_assert_uint_eq(stats().claimed + stats().cached, big); /* (the pool may keep a span) */
+    memq_release(fx.p, big);
     ck_assert_int_eq(memq_buf_add(b, "abc", 3), 0); /* with room, it goes in */
     ck_assert_uint_eq(memq_buf_len(b), 3);
     memq_buf_free(b);
@@ -1047,7 +1074,8 @@ static const row rows[] = {
     R(account_queries_null), R(account_used_closed),
     R(register_null), R(register_null_callbacks), R(register_closed), R(register_after_shutdown),
     R(claim_null), R(claim_closed), R(claim_after_shutdown), R(claim_after_shutdown_on_closed_account),
-    R(claim_overflow), R(claim_overflow_of_the_tracker_total), R(claim_overflow_unlimited_total),
+    R(claim_overflow), R(claim_overflow_of_the_tracker_total),
+    R(claim_past_the_room_kept_for_slack), R(claim_overflow_unlimited_total),
     R(release_null), R(release_more_than_claimed), R(release_after_close),
     R(release_after_shutdown), R(participation_free_null), R(reclaim_done_null),
     R(reclaim_done_not_pending), R(reclaim_done_invalid_status), R(reclaim_done_pending_status),

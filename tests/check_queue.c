@@ -168,13 +168,13 @@ START_TEST(test_push_claims_the_cost_plus_a_fixed_overhead_and_pop_releases_it)
     size_t overhead = one - 100;
     push_ok(q, 2, 1000);
     ck_assert_uint_eq(memq_account_used(a), 1100 + 2 * overhead);
-    ck_assert_uint_eq(memq_tracker_used(t), 1100 + 2 * overhead); /* cache_max 0: exact */
+    ck_assert_uint_eq(claims_of(t), 1100 + 2 * overhead); /* cache_max 0: exact */
 
     free(memq_queue_pop(q));
     ck_assert_uint_eq(memq_account_used(a), 1000 + overhead);
     free(memq_queue_pop(q));
     ck_assert_uint_eq(memq_account_used(a), 0);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     memq_queue_free(q);
     memq_account_unref(a);
     memq_tracker_free(t);
@@ -215,9 +215,9 @@ START_TEST(test_push_pop_of_19_items_leaves_at_most_two_caches_tracked)
     for (int i = 0; i < 19; i++)
         free(memq_queue_pop(q));
     ck_assert_uint_eq(memq_account_used(a), 0);
-    ck_assert_uint_le(memq_tracker_used(t), 2 * cache_max);
+    ck_assert_uint_le(claims_of(t), 2 * cache_max);
     memq_queue_free(q);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     memq_account_unref(a);
     memq_tracker_free(t);
 }
@@ -237,7 +237,7 @@ START_TEST(test_queue_free_frees_the_remaining_items_with_free_item)
     ck_assert_int_eq(l.order[0], 0);
     ck_assert_int_eq(l.order[2], 2);
     ck_assert_int_eq(atomic_load(&l.collapses), 0);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     memq_account_unref(a);
     memq_tracker_free(t);
 }
@@ -334,7 +334,7 @@ START_TEST(test_on_collapse_may_free_the_queue_and_drop_the_last_account_referen
     ck_assert_int_eq(reclaim_until_done(t), 0);
     ck_assert_int_eq(atomic_load(&td.calls), 1);
     ck_assert_ptr_null(td.q);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     memq_stats st;
     memq_tracker_stats(t, &st);
     ck_assert_uint_eq(st.accounts, 0);
@@ -364,7 +364,7 @@ START_TEST(test_queue_on_an_unlimited_tracker_counts_and_never_collapses)
         ck_assert_int_eq(it->id, i);
         free(it);
     }
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     ck_assert_int_eq(atomic_load(&l.collapses), 0);
     memq_queue_free(q);
     memq_account_unref(a);
@@ -899,7 +899,7 @@ START_TEST(test_a_queue_that_collapsed_before_its_notice_arrives_collapses_once)
     ck_assert_int_eq(reclaim_until_done(t), 0); /* the notice comes */
     ck_assert_int_eq(atomic_load(&l.freed), 3);
     ck_assert_int_eq(atomic_load(&l.collapses), 1);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     memq_queue_free(q);
     memq_participation_free(sibling.p);
     memq_account_unref(a);
@@ -925,7 +925,7 @@ START_TEST(test_a_push_racing_its_accounts_close_collapses_the_queue_and_leaves_
     ck_assert_int_eq(atomic_load(&l.freed), 1); /* item 1 only */
     ck_assert_int_eq(l.order[0], 1);
     ck_assert_int_eq(atomic_load(&l.collapses), 1);
-    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
     free(it); /* not taken */
     memq_queue_free(q);
     memq_tracker_free(t);
@@ -965,7 +965,8 @@ static void note_collapse(void *ctx)
 START_TEST(test_a_push_when_the_clock_reads_time_max_is_still_the_newest_data)
 {
     fake_clock clock = {0};
-    memq_tracker *t = tracker_make(64 * KIB, 16 * KIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    /* (low_water above what the pool keeps: its metadata and a span.) */
+    memq_tracker *t = tracker_make(1 * MIB, 256 * KIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
     memq_account *old = account_make(t), *last = account_make(t);
     static int old_id = 1, last_id = 2;
     collapses_seen = 0;
@@ -975,9 +976,9 @@ START_TEST(test_a_push_when_the_clock_reads_time_max_is_still_the_newest_data)
     ck_assert_int_eq(memq_queue_new(last, MEMQ_QUEUE_COLLAPSE, free_plain, note_collapse,
                                     &last_id, &ql), 0);
     fake_clock_set(&clock, 1000);
-    ck_assert_int_eq(memq_queue_push(qo, item_new(1), 40 * KIB), 0);
+    ck_assert_int_eq(memq_queue_push(qo, item_new(1), 600 * KIB), 0);
     fake_clock_set(&clock, MEMQ_TIME_MAX);
-    ck_assert_int_eq(memq_queue_push(ql, item_new(2), 40 * KIB), 0); /* crosses max */
+    ck_assert_int_eq(memq_queue_push(ql, item_new(2), 600 * KIB), 0); /* crosses max */
     ck_assert_int_eq(reclaim_until_done(t), 0);
     /* Both had to go to reach low water: the older first. */
     ck_assert_int_eq(collapses_seen, 2);
@@ -994,6 +995,93 @@ START_TEST(test_a_push_when_the_clock_reads_time_max_is_still_the_newest_data)
 }
 END_TEST
 
+/* ======================================================================
+ * The pool the nodes come from
+ * ====================================================================== */
+
+static size_t pool_in_use(memq_pool *pool)
+{
+    memq_pool_stats st;
+    ck_assert_int_eq(memq_pool_get_stats(pool, &st), 0);
+    return st.in_use;
+}
+
+START_TEST(test_nodes_come_from_the_pool_given_and_go_back_to_it)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(64 * MIB, 0, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *a = account_make(t);
+    memq_pool *pool = NULL;
+    ck_assert_int_eq(memq_pool_new(t, NULL, &pool), 0);
+    ledger l = {0};
+    memq_queue *q = NULL;
+    ck_assert_int_eq(memq_queue_new_pool(a, pool, MEMQ_QUEUE_COLLAPSE, ledger_free_item,
+                                         ledger_collapse, &l, &q), 0);
+    size_t node = 32; /* a pool class: next, item, cost, stamp */
+    for (int i = 0; i < 100; i++)
+        push_ok(q, i, 10);
+    ck_assert_uint_eq(pool_in_use(pool), 100 * node);
+    ck_assert_uint_eq(claims_of(t), 100 * (10 + node)); /* cache_max 0: exact */
+    for (int i = 0; i < 40; i++)
+        free(memq_queue_pop(q));
+    ck_assert_uint_eq(pool_in_use(pool), 60 * node);
+    ck_assert_int_eq(reclaim_until_done(t), 0); /* nothing wanted: a no-op */
+    memq_queue_free(q); /* frees the other 60 */
+    ck_assert_uint_eq(pool_in_use(pool), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
+    ck_assert_int_eq(atomic_load(&l.freed), 60);
+    memq_pool_free(pool);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_a_collapse_gives_the_nodes_back_to_the_trackers_pool)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(1 * MIB, 512 * KIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *a = account_make(t);
+    ledger l = {0};
+    memq_queue *q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+    memq_pool *pool = memq_tracker_pool(t);
+    ck_assert_ptr_nonnull(pool);
+    for (int i = 0; i < 1000; i++)
+        push_ok(q, i, 1 * KIB); /* the last ones cross max */
+    ck_assert_uint_gt(pool_in_use(pool), 0);
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+    ck_assert(memq_queue_closed(q));
+    ck_assert_uint_eq(pool_in_use(pool), 0);
+    ck_assert_uint_eq(claims_of(t), 0);
+    memq_queue_free(q);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+START_TEST(test_a_pool_of_another_tracker_is_refused)
+{
+    memq_tracker *t = tracker_make(1 * MIB, 0, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_tracker *other = tracker_make(1 * MIB, 0, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    memq_pool *theirs = NULL;
+    ck_assert_int_eq(memq_pool_new(other, NULL, &theirs), 0);
+    memq_queue *q = (memq_queue *)&q;
+    ck_assert_int_eq(memq_queue_new_pool(a, theirs, MEMQ_QUEUE_COLLAPSE, NULL, NULL, NULL, &q),
+                     MEMQ_EINVAL);
+    ck_assert_ptr_eq(q, (memq_queue *)&q);
+    ck_assert_int_eq(memq_queue_new_pool(a, memq_tracker_pool(other), MEMQ_QUEUE_COLLAPSE, NULL,
+                                         NULL, NULL, &q),
+                     MEMQ_EINVAL);
+    /* NULL is the tracker's own. */
+    ck_assert_int_eq(memq_queue_new_pool(a, NULL, MEMQ_QUEUE_COLLAPSE, NULL, NULL, NULL, &q), 0);
+    memq_queue_free(q);
+    memq_pool_free(theirs);
+    memq_account_unref(a);
+    memq_tracker_free(other);
+    memq_tracker_free(t);
+}
+END_TEST
+
 static Suite *queue_suite(void)
 {
     Suite *s = suite_create("queue");
@@ -1001,6 +1089,7 @@ static Suite *queue_suite(void)
     TCase *collapse = tcase_create("collapse");
     TCase *drop = tcase_create("drop_oldest");
     TCase *threads = tcase_create("threads");
+    TCase *pool = tcase_create("pool");
 
     tcase_add_test(basics, test_queue_new_rejects_null_arguments_and_unknown_policies);
     tcase_add_test(basics, test_queue_new_on_a_collapsed_account_fails_with_eclosed);
@@ -1045,6 +1134,10 @@ static Suite *queue_suite(void)
     tcase_add_test(threads,
                    test_producer_consumer_and_reclaim_thread_lose_and_double_free_nothing_collapsing);
     suite_add_tcase(s, threads);
+    tcase_add_test(pool, test_nodes_come_from_the_pool_given_and_go_back_to_it);
+    tcase_add_test(pool, test_a_collapse_gives_the_nodes_back_to_the_trackers_pool);
+    tcase_add_test(pool, test_a_pool_of_another_tracker_is_refused);
+    suite_add_tcase(s, pool);
     return s;
 }
 

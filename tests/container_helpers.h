@@ -1,6 +1,7 @@
 /*
  * container_helpers.h - small helpers shared by check_queue.c and
- * check_buf.c: a fake clock, tracker set-up, and manual reclamation.
+ * check_buf.c: a fake clock, tracker set-up, what participants hold, and
+ * manual reclamation.
  */
 #ifndef CONTAINER_HELPERS_H
 #define CONTAINER_HELPERS_H
@@ -55,6 +56,17 @@ static inline memq_account *account_make(memq_tracker *t)
     memq_account *a = NULL;
     ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
     return a;
+}
+
+/* What the tracker counts for its participants: claims and caches, used
+ * less the pool's slack.  The containers take their memory from the
+ * tracker's pool, whose free room (a reserve kept mapped, the rest of a
+ * span) counts in used as well; it is never a participant's. */
+static inline size_t claims_of(memq_tracker *t)
+{
+    memq_stats st;
+    memq_tracker_stats(t, &st);
+    return st.used - st.slack;
 }
 
 /* Run manual reclamation until the episode is over; returns the last code.

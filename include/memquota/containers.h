@@ -53,7 +53,9 @@ typedef void (*memq_collapse_fn)(void *ctx);
  *
  * Safe for one producer thread (push) and one consumer thread (pop) at
  * once, with reclamation on a third; the tracker reads the queue's age
- * without taking its lock, so it never waits on a busy producer.
+ * without taking its lock, so it never waits on a busy producer.  Nodes
+ * come from the tracker's chunk pool (memquota/pool.h) or one given at
+ * creation, so what reclamation frees goes back to the OS.
  * ---------------------------------------------------------------------- */
 
 typedef struct memq_queue memq_queue;
@@ -78,9 +80,19 @@ enum { MEMQ_QUEUE_COLLAPSE = 0, MEMQ_QUEUE_DROP_OLDEST = 1 };
 MEMQ_EXPORT int memq_queue_new(memq_account *a, int policy, memq_free_fn free_item,
                                memq_collapse_fn on_collapse, void *ctx, memq_queue **out);
 
+/* memq_queue_new() with the nodes taken from `pool` (NULL: the tracker's
+ * own pool, memq_tracker_pool(), as memq_queue_new() does), a pool of a's
+ * tracker (memq_pool_new()) that outlives the queue.  Returns what
+ * memq_queue_new() returns; MEMQ_EINVAL also for a pool of another tracker
+ * or one already freed; MEMQ_ENOMEM also if the tracker's own pool cannot
+ * be made. */
+MEMQ_EXPORT int memq_queue_new_pool(memq_account *a, memq_pool *pool, int policy,
+                                    memq_free_fn free_item, memq_collapse_fn on_collapse,
+                                    void *ctx, memq_queue **out);
+
 /* Append item (any pointer, NULL included) at the tail.  The queue claims
- * cost plus its own per-item overhead (one node, a few dozen bytes) from the
- * account and stamps the item with the tracker's clock; the claim is
+ * cost plus its own per-item overhead (one node, a 32-byte pool chunk) from
+ * the account and stamps the item with the tracker's clock; the claim is
  * released when the item leaves the queue.  Like memq_claim(), never
  * refused for being over quota.
  * Returns 0 and takes ownership of item; MEMQ_ECLOSED if the queue has
@@ -120,7 +132,8 @@ MEMQ_EXPORT void memq_queue_free(memq_queue *q);
  * memq_buf: a chunked byte buffer with ages
  *
  * Used by one thread at a time, with reclamation on another.  Bytes live
- * in chunks of 4 KiB to 64 KiB; the buffer claims exactly the chunks it
+ * in chunks of 4 KiB to 64 KiB, taken from the tracker's chunk pool
+ * (memquota/pool.h) or one given at creation; the buffer claims exactly the chunks it
  * has allocated, headers included, frees a chunk as soon as its last byte
  * is drained, and claims nothing when empty.  A chunk is stamped with the
  * tracker's clock when its first byte arrives; the buffer's age is its head
@@ -138,6 +151,15 @@ typedef struct memq_buf memq_buf;
  * MEMQ_ENOMEM.  On failure *out is untouched. */
 MEMQ_EXPORT int memq_buf_new(memq_account *a, memq_collapse_fn on_collapse, void *ctx,
                              memq_buf **out);
+
+/* memq_buf_new() with the chunks taken from `pool` (NULL: the tracker's
+ * own pool, memq_tracker_pool(), as memq_buf_new() does), a pool of a's
+ * tracker (memq_pool_new()) that outlives the buffer.  Returns what
+ * memq_buf_new() returns; MEMQ_EINVAL also for a pool of another tracker
+ * or one already freed; MEMQ_ENOMEM also if the tracker's own pool cannot
+ * be made. */
+MEMQ_EXPORT int memq_buf_new_pool(memq_account *a, memq_pool *pool, memq_collapse_fn on_collapse,
+                                  void *ctx, memq_buf **out);
 
 /* Append n bytes copied from data.  Bytes go into the tail chunk while it
  * has room (keeping its stamp), then into new chunks stamped now; the new
