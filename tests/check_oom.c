@@ -6,7 +6,7 @@
  *
  * The program links the static library, so it interposes malloc, calloc,
  * realloc and strdup for the whole process; only calls made directly from
- * this executable's code (the library, and uthash inside it) while a
+ * this executable's code (the library) while a
  * library function runs are counted and may fail.  The real allocator is
  * the sanitizer's when there is one (__interceptor_*), else glibc's
  * (__libc_*), which valgrind also replaces.

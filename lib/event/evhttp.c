@@ -61,12 +61,9 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
-#define HASH_NONFATAL_OOM 1
-#include <uthash.h>
-
 struct memq_evhttp_conn {
     memq_evhttp *h;
-    struct evhttp_connection *evcon; /* the hash key */
+    struct evhttp_connection *evcon; /* the table's key */
     struct bufferevent *bev;         /* evcon's, when first tracked */
     memq_account *account;
     memq_evbuffer *out, *in; /* in is NULL without track_input */
@@ -78,19 +75,102 @@ struct memq_evhttp_conn {
     memq_time gave_oldest;
     unsigned busy; /* inside on_reclaim */
     bool gone;     /* forgotten while busy: free at the end */
-    UT_hash_handle hh;
 };
+
+/* The tracked connections by evcon: open addressing with linear probing,
+ * at most half full, deletion by backward shift (no tombstones). */
+typedef struct conn_table {
+    memq_evhttp_conn **slot;
+    size_t cap, n; /* cap: 0 or a power of two */
+} conn_table;
 
 struct memq_evhttp {
     memq_tracker *tracker;
     memq_account *anchor; /* keeps the tracker */
     memq_evhttp_config cfg;
-    memq_evhttp_conn *conns; /* uthash by evcon */
+    conn_table conns;
     struct memq__cell *cell; /* 2.2's new-request callback's context */
-    memq_evhttp_stats stats; /* connections is HASH_COUNT(conns) */
+    memq_evhttp_stats stats; /* connections is conns.n */
 };
 
 enum why { RECLAIMED, BY_CALL, STOPPED };
+
+/* ======================================================================
+ * The table of connections
+ * ====================================================================== */
+
+static size_t home_of(const conn_table *tb, const struct evhttp_connection *evcon)
+{
+    uint64_t x = (uint64_t)(uintptr_t)evcon; /* murmur3's finalizer */
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    return (size_t)x & (tb->cap - 1);
+}
+
+static memq_evhttp_conn *table_find(const conn_table *tb, const struct evhttp_connection *evcon)
+{
+    if (tb->n == 0)
+        return NULL;
+    for (size_t i = home_of(tb, evcon);; i = (i + 1) & (tb->cap - 1)) {
+        memq_evhttp_conn *c = tb->slot[i];
+        if (c == NULL || c->evcon == evcon)
+            return c;
+    }
+}
+
+static void table_put(conn_table *tb, memq_evhttp_conn *c)
+{
+    size_t i = home_of(tb, c->evcon);
+    while (tb->slot[i] != NULL)
+        i = (i + 1) & (tb->cap - 1);
+    tb->slot[i] = c;
+    tb->n++;
+}
+
+/* False without memory for a larger table (nothing changed). */
+static bool table_add(conn_table *tb, memq_evhttp_conn *c)
+{
+    if (2 * (tb->n + 1) > tb->cap) {
+        size_t cap = tb->cap != 0 ? 2 * tb->cap : 16;
+        memq_evhttp_conn **slot = calloc(cap, sizeof *slot);
+        if (slot == NULL)
+            return false;
+        conn_table old = *tb;
+        *tb = (conn_table){slot, cap, 0};
+        for (size_t i = 0; i < old.cap; i++)
+            if (old.slot[i] != NULL)
+                table_put(tb, old.slot[i]);
+        free(old.slot);
+    }
+    table_put(tb, c);
+    return true;
+}
+
+/* Remove c if it is there; the entries after it in its run move back. */
+static void table_del(conn_table *tb, const memq_evhttp_conn *c)
+{
+    if (tb->n == 0)
+        return;
+    size_t mask = tb->cap - 1, i = home_of(tb, c->evcon);
+    while (tb->slot[i] != c) {
+        if (tb->slot[i] == NULL)
+            return;
+        i = (i + 1) & mask;
+    }
+    tb->slot[i] = NULL;
+    tb->n--;
+    for (size_t j = (i + 1) & mask; tb->slot[j] != NULL; j = (j + 1) & mask) {
+        /* Move slot[j] to the hole unless its home lies in (i, j]. */
+        size_t home = home_of(tb, tb->slot[j]->evcon);
+        bool stays = i <= j ? (i < home && home <= j) : (i < home || home <= j);
+        if (!stays) {
+            tb->slot[i] = tb->slot[j];
+            tb->slot[j] = NULL;
+            i = j;
+        }
+    }
+}
 
 /* ======================================================================
  * Forgetting and closing
@@ -110,7 +190,7 @@ static void conn_free(memq_evhttp_conn *c)
 static void conn_forget(memq_evhttp_conn *c)
 {
     memq_evhttp *h = c->h;
-    HASH_DEL(h->conns, c);
+    table_del(&h->conns, c);
     if (h->cfg.on_close != NULL)
         h->cfg.on_close(c, h->cfg.ctx);
     if (c->busy > 0)
@@ -225,8 +305,7 @@ static int conn_new(memq_evhttp *h, struct evhttp_connection *evcon, struct buff
         rc = memq_evbuffer_new_bufferevent(c->account, bev, MEMQ_EVBUFFER_INPUT, on_collapse, c,
                                            &c->in);
     if (rc == 0) {
-        HASH_ADD_PTR(h->conns, evcon, c);
-        if (c->hh.tbl == NULL)
+        if (!table_add(&h->conns, c))
             rc = MEMQ_ENOMEM;
     }
     if (rc != 0) {
@@ -252,8 +331,7 @@ int memq_evhttp_track(memq_evhttp *h, struct evhttp_request *req, memq_evhttp_co
     if (evcon == NULL)
         return MEMQ_ECLOSED; /* evhttp detached req: its connection is gone */
     struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
-    memq_evhttp_conn *c = NULL;
-    HASH_FIND_PTR(h->conns, &evcon, c);
+    memq_evhttp_conn *c = table_find(&h->conns, evcon);
     if (c != NULL && c->bev != bev) {
         /* An older connection at the same address, freed without its
          * close callback: forget it without touching it. */
@@ -363,14 +441,18 @@ void memq_evhttp_free(memq_evhttp *h)
 {
     if (h == NULL)
         return;
-    memq_evhttp_conn *c, *tmp;
-    HASH_ITER(hh, h->conns, c, tmp) {
-        /* cppcheck does not follow HASH_ITER's assignments to c. */
-        /* cppcheck-suppress uninitvar */
+    /* Taken out first: forgetting each then finds nothing to delete. */
+    conn_table all = h->conns;
+    h->conns = (conn_table){NULL, 0, 0};
+    for (size_t i = 0; i < all.cap; i++) {
+        memq_evhttp_conn *c = all.slot[i];
+        if (c == NULL)
+            continue;
         if (evhttp_owns(c))
             evhttp_connection_set_closecb(c->evcon, NULL, NULL);
         conn_forget(c);
     }
+    free(all.slot);
     if (h->cell != NULL)
         memq__cell_retire(h->cell);
     memq_account_unref(h->anchor);
@@ -449,5 +531,5 @@ void memq_evhttp_get_stats(const memq_evhttp *h, memq_evhttp_stats *st)
     if (h == NULL)
         return;
     *st = h->stats;
-    st->connections = HASH_COUNT(h->conns);
+    st->connections = h->conns.n;
 }

@@ -753,6 +753,78 @@ START_TEST(test_no_connection_account_or_byte_is_left_after_many_connections)
 }
 END_TEST
 
+/* Many connections open at once, then closed in an order unlike the one
+ * they opened in: each is found again by its next request, and each is
+ * forgotten when it closes, whatever its neighbours in the server's
+ * table of connections did. */
+#define AT_ONCE 100
+
+typedef struct crowd {
+    client_run r;
+    atomic_int phase; /* 1: all served once; 2: the server saw them all */
+    atomic_int second_ok;
+} crowd;
+
+static bool crowd_phase1(void *arg)
+{
+    crowd *c = arg;
+    return atomic_load(&c->phase) >= 1;
+}
+
+static void *crowd_clients(void *arg)
+{
+    crowd *c = arg;
+    int fd[AT_ONCE];
+    size_t len = 0;
+    for (int i = 0; i < AT_ONCE; i++) {
+        fd[i] = client_connect(c->r.port, 0);
+        if (fd[i] < 0 || client_get(fd[i], "/data?n=100", NULL, &len) != 200)
+            atomic_fetch_add(&c->r.failed, 1);
+    }
+    atomic_store(&c->phase, 1);
+    while (atomic_load(&c->phase) < 2)
+        usleep(1000);
+    /* Every third first, then the rest backwards, each asking once more
+     * before it goes. */
+    for (int pass = 0; pass < 2; pass++)
+        for (int k = 0; k < AT_ONCE; k++) {
+            int i = pass == 0 ? k : AT_ONCE - 1 - k;
+            if ((i % 3 == 0) != (pass == 0) || fd[i] < 0)
+                continue;
+            if (client_get(fd[i], "/data?n=200", NULL, &len) == 200)
+                atomic_fetch_add(&c->second_ok, 1);
+            close(fd[i]);
+        }
+    atomic_store(&c->r.done, true);
+    return NULL;
+}
+
+START_TEST(test_many_connections_open_at_once_are_each_found_again_and_forgotten)
+{
+    server s;
+    server_start(&s, 64 * MIB, 0, NULL);
+    crowd c = {.r = {.port = s.port}};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, crowd_clients, &c), 0);
+    ck_assert(loop_until(s.base, crowd_phase1, &c, 30000));
+    memq_evhttp_stats st = http_stats(&s);
+    ck_assert_uint_eq(st.connections, AT_ONCE);
+    ck_assert_uint_eq(st.tracked, AT_ONCE);
+    atomic_store(&c.phase, 2);
+    ck_assert(loop_until(s.base, client_done, &c.r, 30000));
+    pthread_join(th, NULL);
+    ck_assert_int_eq(atomic_load(&c.r.failed), 0);
+    ck_assert_int_eq(atomic_load(&c.second_ok), AT_ONCE);
+    ck_assert(loop_until(s.base, no_connections, &s, 5000));
+    st = http_stats(&s);
+    ck_assert_uint_eq(st.tracked, AT_ONCE); /* found again, never tracked twice */
+    ck_assert_uint_eq(st.closed, AT_ONCE);
+    ck_assert_uint_eq(st.stale, 0);
+    ck_assert_uint_eq(stats_of(s.t).participants, 0);
+    server_stop(&s);
+}
+END_TEST
+
 /* ----------------------------------------------------------------------
  * Teardown in either order
  * ---------------------------------------------------------------------- */
@@ -822,6 +894,7 @@ static Suite *evhttp_suite(void)
     tcase_add_test(closing, test_conn_close_closes_an_idle_connection_through_evhttp);
     tcase_add_test(closing, test_a_handler_answering_after_its_connection_closed_is_safe);
     tcase_add_test(closing, test_an_idle_timeout_forgets_the_connection);
+    tcase_add_test(closing, test_many_connections_open_at_once_are_each_found_again_and_forgotten);
     tcase_add_test(closing, test_memq_evhttp_may_be_freed_before_or_after_evhttp);
     suite_add_tcase(s, closing);
 
