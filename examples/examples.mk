@@ -1,13 +1,22 @@
 # examples/examples.mk - the examples and the demonstration; included by the
 # top-level Makefile.
 #
-#   make demo                      relayd under a sniper attack, with and
-#                                  without a quota (about 25 s)
+#   make examples                  relayd, httpd, loadgen, examples/*_example.c
+#   make demo                      relayd and httpd under memory and connection
+#                                  attacks, with and without their defences,
+#                                  with wrk and slowhttptest (about 1.5 min;
+#                                  installs wrk, slowhttptest, gnuplot-nox)
 #   make demo ALLOCATOR=jemalloc   the same with Debian's libjemalloc2
 #   make demo ALLOCATOR=mimalloc   ... or libmimalloc2.0 preloaded
 #   make check-demo                (part of make check) every
 #                                  examples/*_example.c, then a short demo
-#                                  whose RESULT line is checked
+#                                  and checks of httpd and relayd whose
+#                                  results are asserted (about 25 s)
+#
+# relayd and httpd are built on libmemquota-event, which lib/event/event.mk
+# builds only when libevent was found when make started: demo and
+# check-demo install libevent first (deps-demo), then run make again so
+# that the library's rules exist.
 
 EX_OUT := $(OUT)/examples
 EX_DEMO_OUT := $(OUT)/demo
@@ -20,15 +29,21 @@ EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(EX_OUT)/%)
 
 ALLOCATOR ?= glibc
 
-.PHONY: examples check-demo deps-allocator
+.PHONY: examples check-demo check-demo-run demo-run deps-allocator deps-demo-tools
 
-examples: $(EX_OUT)/relayd $(EX_OUT)/loadgen $(EXAMPLE_BIN)
+examples: $(EX_OUT)/relayd $(EX_OUT)/httpd $(EX_OUT)/loadgen $(EXAMPLE_BIN)
 
-$(EX_OUT)/relayd: examples/relayd.c examples/evbuffer_track.c examples/evbuffer_track.h \
-                  $(EX_HDR) $(STATIC) | deps-demo
+# relayd and httpd are built on libmemquota-event (lib/event/event.mk builds
+# it; its variables are defined after this file is read, hence our own name).
+EX_EVENT_STATIC := $(LIBOUT)/libmemquota-event.a
+
+$(EX_OUT)/relayd: examples/relayd.c $(EX_HDR) $(EX_EVENT_STATIC) $(STATIC) | deps-demo
 	@mkdir -p $(@D)
-	$(CC) $(ALL_CFLAGS) $(EVENT_CFLAGS) examples/relayd.c examples/evbuffer_track.c \
-	  -o $@ $(STATIC) $(EVENT_LIBS)
+	$(CC) $(ALL_CFLAGS) $(EVENT_CFLAGS) $< -o $@ $(EX_EVENT_STATIC) $(STATIC) $(EVENT_LIBS)
+
+$(EX_OUT)/httpd: examples/httpd.c $(EX_HDR) $(EX_EVENT_STATIC) $(STATIC) | deps-demo
+	@mkdir -p $(@D)
+	$(CC) $(ALL_CFLAGS) $(EVENT_CFLAGS) $< -o $@ $(EX_EVENT_STATIC) $(STATIC) $(EVENT_LIBS)
 
 $(EX_OUT)/loadgen: examples/loadgen.c $(EX_HDR) $(STATIC)
 	@mkdir -p $(@D)
@@ -49,11 +64,23 @@ else ifneq ($(ALLOCATOR),glibc)
 	@echo "ALLOCATOR must be glibc, jemalloc or mimalloc"; exit 1
 endif
 
-demo: $(EX_OUT)/relayd $(EX_OUT)/loadgen deps-allocator
+# The tools of the HTTP runs: the honest load, the attacker, the chart.
+deps-demo-tools:
+	$(call need,command -v wrk,wrk)
+	$(call need,command -v slowhttptest,slowhttptest)
+	$(call need,command -v gnuplot,gnuplot-nox)
+
+demo: deps-demo deps-demo-tools deps-allocator
+	@$(MAKE) --no-print-directory demo-run
+
+demo-run: $(EX_OUT)/relayd $(EX_OUT)/httpd $(EX_OUT)/loadgen
 	@examples/demo.sh --bin $(EX_OUT) --out $(EX_DEMO_OUT)$(if $(filter-out glibc,$(ALLOCATOR)),-$(ALLOCATOR)) \
 	  --allocator $(ALLOCATOR)
 
-check-demo: $(EX_OUT)/relayd $(EX_OUT)/loadgen $(EXAMPLE_BIN)
+check-demo: deps-demo
+	@$(MAKE) --no-print-directory check-demo-run
+
+check-demo-run: $(EX_OUT)/relayd $(EX_OUT)/httpd $(EX_OUT)/loadgen $(EXAMPLE_BIN)
 	@for x in $(EXAMPLE_BIN); do \
 	  echo "== $$x"; $$x >/dev/null || { echo "$$x failed"; exit 1; }; \
 	done

@@ -12,6 +12,22 @@
  * every --sample-ms and writes the time series (--csv) and a one-line
  * progress status (--progress).
  *
+ * With --http it speaks HTTP/1.1 to examples/httpd instead of relayd's line
+ * protocol: GET /data?n=N&tag=h (honest) or &tag=a (attackers) on
+ * keep-alive connections, the honest clients reading each response by its
+ * Content-Length, and the monitor polling /stats.  --idle N opens N more
+ * connections at the attack's start that send nothing and read nothing,
+ * as a slowloris does (to test the servers' connection slots).
+ *
+ * With --attackers-read the attackers read everything at once instead: the
+ * control run, the same requests from clients that are no threat, which
+ * shows what the attack's load costs honest clients without the memory
+ * it pins.  --attack-total makes attackers stop asking once they asked for
+ * that much (slow readers holding a fixed amount), --attack-stop closes
+ * them at a given time.  The report includes the server's RSS just before
+ * the attack (idle_rss) and 2 s after the last attacker was gone
+ * (rss_after), from the monitor's samples.
+ *
  * Every count, rate and duration is bounded, the run stops by itself after
  * --duration seconds (earlier if the server is gone), and it only ever
  * connects to 127.0.0.1.
@@ -48,7 +64,7 @@
 #define SENDS_PER_TURN 16 /* requests one attacker may send per loop turn */
 #define LOOP_MS 2
 
-typedef enum { HONEST, ATTACKER, MONITOR } role;
+typedef enum { HONEST, ATTACKER, IDLER, MONITOR } role;
 
 typedef struct client {
     role role;
@@ -61,22 +77,29 @@ typedef struct client {
     uint64_t received;       /* bytes read (honest) */
     uint64_t received_window; /* bytes read after the attack started */
     uint64_t req_ns;         /* when the current GET was sent */
+    uint64_t first_ns;       /* when its first byte was read */
+    unsigned port;           /* local port (for --trace) */
     uint64_t start_ns;       /* pacing origin */
-    char pend[32];           /* a request line not fully sent yet */
+    char pend[160];          /* a request not fully sent yet */
     size_t pend_len;
     uint64_t stats_sent_ns;  /* monitor: a STATS request in flight */
-    char line[1024];         /* monitor: the reply being read */
+    char line[4096];         /* monitor: the reply; HTTP: a response's head */
     size_t line_len;
+    bool in_body;            /* HTTP: reading a response's body */
+    size_t body_left;        /* HTTP: its bytes still due */
 } client;
 
 typedef struct options {
     int port;
     int honest, attackers;
     double duration, attack_start;
-    size_t honest_size, attack_size, attack_rcvbuf;
+    size_t honest_size, attack_size, attack_rcvbuf, attack_total;
     double honest_rate, attack_rate; /* bytes/s per client; 0: unpaced */
+    double attack_stop;              /* 0: attackers stay until the end */
+    bool attackers_read, http;
+    int idle;
     int sample_ms;
-    const char *csv, *label;
+    const char *csv, *label, *trace;
     bool progress;
 } options;
 
@@ -94,11 +117,15 @@ static uint64_t t0, attack_ns, end_ns;
 static bool attack_started;
 static uint64_t first_attacker_loss_ns, last_attacker_loss_ns, first_honest_loss_ns,
     server_gone_ns;
-static uint64_t protocol_errors, requests, attack_requested;
+static uint64_t protocol_errors, http_errors, requests, attack_requested, attack_received;
+static uint64_t attack_stop_ns, attack_gone_ns; /* 0: not yet */
+static size_t idle_rss, rss_after;
+static bool rss_after_known;
 static double *latencies;
+static uint64_t *latency_sent; /* when each request was sent */
 static size_t nlat;
 static sample last;
-static FILE *csv;
+static FILE *csv, *trace;
 static uint64_t last_progress_ns;
 static bool tty;
 static volatile sig_atomic_t interrupted;
@@ -165,7 +192,7 @@ static int connect_loopback(size_t rcvbuf)
 
 static const char *role_name(role r)
 {
-    return r == HONEST ? "honest" : r == ATTACKER ? "attacker" : "monitor";
+    return r == HONEST ? "honest" : r == ATTACKER ? "attacker" : r == IDLER ? "idle" : "monitor";
 }
 
 static void lose(client *c, uint64_t now)
@@ -190,8 +217,11 @@ static void lose(client *c, uint64_t now)
 static bool open_client(client *c, uint64_t now)
 {
     /* Attackers never read: a tiny receive window makes the server queue
-     * everything sooner, and costs the attacker nothing. */
-    c->fd = connect_loopback(c->role == ATTACKER ? opt.attack_rcvbuf : 0);
+     * everything sooner, and costs the attacker nothing.  (Reading
+     * attackers, the control, keep the default.) */
+    bool reads = c->role == HONEST || c->role == MONITOR ||
+                 (c->role == ATTACKER && opt.attackers_read);
+    c->fd = connect_loopback(reads ? 0 : opt.attack_rcvbuf);
     c->start_ns = now;
     if (c->fd < 0) {
         say("%s #%d: cannot connect to 127.0.0.1:%d: %s", role_name(c->role), c->index,
@@ -201,10 +231,14 @@ static bool open_client(client *c, uint64_t now)
     }
     /* Attackers only want to hear about errors and hang-ups (always
      * reported by epoll): they never read. */
-    struct epoll_event ev = {.events = c->role == ATTACKER ? EPOLLRDHUP : EPOLLIN | EPOLLRDHUP,
+    struct epoll_event ev = {.events = reads ? EPOLLIN | EPOLLRDHUP : EPOLLRDHUP,
                              .data.ptr = c};
     epoll_ctl(epfd, EPOLL_CTL_ADD, c->fd, &ev);
     c->alive = true;
+    struct sockaddr_in local;
+    socklen_t len = sizeof local;
+    if (getsockname(c->fd, (struct sockaddr *)&local, &len) == 0)
+        c->port = ntohs(local.sin_port);
     return true;
 }
 
@@ -246,6 +280,19 @@ static bool send_line(client *c, const char *line, bool *sent, uint64_t now)
  * Honest clients, attackers, the monitor
  * ====================================================================== */
 
+/* A request for n bytes in the protocol spoken; tag names the client's
+ * kind for httpd's statistics. */
+static void request_line(char *buf, size_t len, size_t n, char tag)
+{
+    if (opt.http)
+        snprintf(buf, len, "GET /data?n=%zu&tag=%c HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", n,
+                 tag);
+    else
+        snprintf(buf, len, "GET %zu\n", n);
+}
+
+static void honest_done(client *c, uint64_t now);
+
 static void honest_request(client *c, uint64_t now)
 {
     if (!c->alive || c->outstanding > 0)
@@ -255,15 +302,84 @@ static void honest_request(client *c, uint64_t now)
         if ((double)(c->requested + opt.honest_size) > allowed)
             return;
     }
-    char line[32];
-    snprintf(line, sizeof line, "GET %zu\n", opt.honest_size);
+    char line[128];
+    request_line(line, sizeof line, opt.honest_size, 'h');
     bool sent;
     if (send_line(c, line, &sent, now) && sent) {
         c->outstanding = opt.honest_size;
         c->requested += opt.honest_size;
-        c->req_ns = now;
+        c->req_ns = now_ns(); /* not the loop's now: the pass may have lasted */
         requests++;
     }
+}
+
+/* HTTP: take the n bytes at data for the response being read: gather its
+ * head (status line and headers) in c->line, then count its body by its
+ * Content-Length.  Returns how many bytes it used (all of them unless the
+ * response is complete first); loses c on a malformed response. */
+static size_t http_take(client *c, const char *data, size_t n, uint64_t now)
+{
+    if (c->in_body) {
+        size_t take = n < c->body_left ? n : c->body_left;
+        c->body_left -= take;
+        c->received += take;
+        if (now >= attack_ns)
+            c->received_window += take;
+        if (c->body_left == 0)
+            honest_done(c, now);
+        return take;
+    }
+    if (c->outstanding == 0) {
+        protocol_errors++; /* nothing was asked */
+        lose(c, now);
+        return n;
+    }
+    size_t room = sizeof c->line - 1 - c->line_len;
+    size_t take = n < room ? n : room;
+    size_t before = c->line_len;
+    memcpy(c->line + c->line_len, data, take);
+    c->line_len += take;
+    c->line[c->line_len] = '\0';
+    char *end = strstr(c->line, "\r\n\r\n");
+    if (end == NULL) {
+        if (take == room) {
+            protocol_errors++; /* a head longer than the buffer */
+            lose(c, now);
+        }
+        return take;
+    }
+    size_t head = (size_t)(end + 4 - c->line);
+    end[2] = '\0';
+    const char *cl = strcasestr(c->line, "\r\nContent-Length:");
+    if (strncmp(c->line, "HTTP/1.1 2", 10) != 0 && strncmp(c->line, "HTTP/1.0 2", 10) != 0)
+        http_errors++;
+    c->body_left = cl != NULL ? (size_t)strtoull(cl + 17, NULL, 10) : 0;
+    c->in_body = true;
+    c->line_len = 0;
+    if (c->body_left == 0)
+        honest_done(c, now);
+    return head - before;
+}
+
+/* A whole response arrived: its latency, then the next request. */
+static void honest_done(client *c, uint64_t now)
+{
+    c->in_body = false;
+    c->outstanding = 0;
+    if (c->req_ns == 0)
+        return;
+    uint64_t done = now_ns();
+    if (nlat < MAX_LATENCIES) {
+        latency_sent[nlat] = c->req_ns;
+        latencies[nlat++] = secs(done - c->req_ns) * 1e3;
+    }
+    /* --trace: "L <local port> <sent> <first byte> <done> <bytes>" */
+    if (trace != NULL)
+        fprintf(trace, "L %u %" PRIu64 " %" PRIu64 " %" PRIu64 " %zu\n", c->port, c->req_ns,
+                c->first_ns, done, opt.honest_size);
+    c->req_ns = 0;
+    c->first_ns = 0;
+    honest_request(c, now); /* ask again at once if the pace allows */
 }
 
 static void honest_read(client *c, uint64_t now)
@@ -282,6 +398,13 @@ static void honest_read(client *c, uint64_t now)
             return;
         }
         size_t got = (size_t)n;
+        if (c->first_ns == 0)
+            c->first_ns = now_ns();
+        if (opt.http) {
+            for (size_t off = 0; off < got && c->alive;)
+                off += http_take(c, scratch + off, got - off, now);
+            continue;
+        }
         if (got > c->outstanding) {
             protocol_errors++;
             got = c->outstanding;
@@ -290,23 +413,19 @@ static void honest_read(client *c, uint64_t now)
         c->received += got;
         if (now >= attack_ns)
             c->received_window += got;
-        if (c->outstanding == 0 && c->req_ns != 0) {
-            if (nlat < MAX_LATENCIES)
-                latencies[nlat++] = secs(now - c->req_ns) * 1e3;
-            c->req_ns = 0;
-            honest_request(c, now); /* ask again at once if the pace allows */
-        }
+        if (c->outstanding == 0 && c->req_ns != 0)
+            honest_done(c, now);
     }
 }
 
 static void attacker_request(client *c, uint64_t now)
 {
-    if (!c->alive)
+    if (!c->alive || (opt.attack_total > 0 && c->requested >= opt.attack_total))
         return;
     double target = opt.attack_rate > 0 ? opt.attack_rate * secs(now - c->start_ns)
                                         : (double)(c->requested + opt.attack_size);
-    char line[32];
-    snprintf(line, sizeof line, "GET %zu\n", opt.attack_size);
+    char line[128];
+    request_line(line, sizeof line, opt.attack_size, 'a');
     for (int i = 0; i < SENDS_PER_TURN && (double)c->requested < target; i++) {
         bool sent;
         if (!send_line(c, line, &sent, now) || !sent)
@@ -314,6 +433,38 @@ static void attacker_request(client *c, uint64_t now)
         c->requested += opt.attack_size;
         attack_requested += opt.attack_size;
     }
+}
+
+/* The control's attackers read all they get, at once, and throw it away. */
+static void attacker_read(client *c, uint64_t now)
+{
+    static char scratch[256 * 1024];
+    for (int i = 0; i < 64 && c->alive; i++) {
+        ssize_t n = recv(c->fd, scratch, sizeof scratch, 0);
+        if (n > 0) {
+            attack_received += (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+            return;
+        lose(c, now);
+    }
+}
+
+/* --attack-stop: the attackers leave by themselves (not counted as lost). */
+static void stop_attack(uint64_t now)
+{
+    for (int i = 0; i < nclients; i++) {
+        client *c = &clients[i];
+        if ((c->role != ATTACKER && c->role != IDLER) || !c->alive)
+            continue;
+        epoll_ctl(epfd, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+        c->alive = false;
+    }
+    if (attack_gone_ns == 0)
+        attack_gone_ns = now;
 }
 
 static size_t kv(const char *line, const char *key)
@@ -351,6 +502,34 @@ static void record_sample(uint64_t now)
             count_alive(HONEST), count_alive(ATTACKER), honest_bytes());
 }
 
+/* The reply to a STATS request (relayd: a line; httpd: an HTTP response
+ * whose body is the line), complete at c->line: NULL until it is. */
+static char *stats_reply(client *c, size_t *consumed)
+{
+    if (!opt.http) {
+        char *nl = strchr(c->line, '\n');
+        if (nl == NULL)
+            return NULL;
+        *nl = '\0';
+        *consumed = (size_t)(nl + 1 - c->line);
+        return c->line;
+    }
+    char *end = strstr(c->line, "\r\n\r\n");
+    if (end == NULL)
+        return NULL;
+    const char *cl = strcasestr(c->line, "\r\nContent-Length:");
+    size_t head = (size_t)(end + 4 - c->line);
+    size_t body = cl != NULL && cl < end ? (size_t)strtoull(cl + 17, NULL, 10) : 0;
+    if (c->line_len < head + body)
+        return NULL;
+    *consumed = head + body;
+    char *line = c->line + head;
+    if (body > 0 && line[body - 1] == '\n')
+        body--;
+    line[body] = '\0';
+    return line;
+}
+
 static void monitor_read(client *c, uint64_t now)
 {
     for (int i = 0; i < 16 && c->alive; i++) {
@@ -369,19 +548,27 @@ static void monitor_read(client *c, uint64_t now)
             return;
         c->line_len += (size_t)n;
         c->line[c->line_len] = '\0';
-        char *nl = strchr(c->line, '\n');
-        if (nl == NULL)
+        size_t consumed = 0;
+        char *reply = stats_reply(c, &consumed);
+        if (reply == NULL)
             continue;
-        *nl = '\0';
-        last = (sample){kv(c->line, "used"),     kv(c->line, "rss"),
-                        kv(c->line, "max"),      kv(c->line, "accounts"),
-                        kv(c->line, "conns"),    kv(c->line, "reclaimed"),
-                        kv(c->line, "killed"),   true};
-        size_t rest = c->line_len - (size_t)(nl + 1 - c->line);
-        memmove(c->line, nl + 1, rest);
+        last = (sample){kv(reply, "used"),     kv(reply, "rss"),
+                        kv(reply, "max"),      kv(reply, "accounts"),
+                        kv(reply, "conns"),    kv(reply, "reclaimed"),
+                        kv(reply, "killed"),   true};
+        size_t rest = c->line_len - consumed;
+        memmove(c->line, c->line + consumed, rest);
         c->line_len = rest;
         c->stats_sent_ns = 0;
         record_sample(now);
+        /* RSS just before the attack, and 2 s after its last attacker went
+         * (or, without attackers, 2 s after the attack would have ended). */
+        if (now < attack_ns)
+            idle_rss = last.rss;
+        if (!rss_after_known && attack_gone_ns != 0 && now >= attack_gone_ns + 2000000000u) {
+            rss_after = last.rss;
+            rss_after_known = true;
+        }
     }
 }
 
@@ -391,7 +578,8 @@ static void monitor_poll(client *c, uint64_t now)
     if (!c->alive || c->stats_sent_ns != 0 || now < next)
         return;
     bool sent;
-    if (send_line(c, "STATS\n", &sent, now) && sent) {
+    const char *req = opt.http ? "GET /stats HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" : "STATS\n";
+    if (send_line(c, req, &sent, now) && sent) {
         c->stats_sent_ns = now;
         next = now + (uint64_t)opt.sample_ms * 1000000u;
     }
@@ -442,14 +630,39 @@ static int cmp_double(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* The p-quantile of n sorted values (-1 if none). */
+static double quantile(const double *v, size_t n, double p)
+{
+    if (n == 0)
+        return -1;
+    size_t i = (size_t)ceil(p * (double)n) - 1;
+    if (i >= n)
+        i = n - 1;
+    return v[i];
+}
+
 static double percentile(double p)
 {
-    if (nlat == 0)
+    return quantile(latencies, nlat, p);
+}
+
+/* The p99 of the requests sent while the attack lasted: from its start
+ * until its last attacker was gone (or the run ended); without
+ * attackers, the same period of the run. */
+static double attack_p99(uint64_t stop)
+{
+    uint64_t end = attack_gone_ns != 0 ? attack_gone_ns : stop;
+    double *v = malloc((nlat ? nlat : 1) * sizeof *v);
+    if (v == NULL)
         return -1;
-    size_t i = (size_t)ceil(p * (double)nlat) - 1;
-    if (i >= nlat)
-        i = nlat - 1;
-    return latencies[i];
+    size_t n = 0;
+    for (size_t i = 0; i < nlat; i++)
+        if (latency_sent[i] >= attack_ns && latency_sent[i] < end)
+            v[n++] = latencies[i];
+    qsort(v, n, sizeof *v, cmp_double);
+    double p99 = quantile(v, n, 0.99);
+    free(v);
+    return p99;
 }
 
 /* "3, 5-9, 12" of the clients of role r that lost their connection. */
@@ -482,7 +695,7 @@ static void list_lost(role r, char *buf, size_t len)
 
 static void report(uint64_t stop)
 {
-    int honest_lost = 0, attackers_lost = 0;
+    int honest_lost = 0, attackers_lost = 0, idle_lost = 0;
     uint64_t window_bytes = 0, total = 0;
     for (int i = 0; i < nclients; i++) {
         client *c = &clients[i];
@@ -492,13 +705,19 @@ static void report(uint64_t stop)
             window_bytes += c->received_window;
         } else if (c->role == ATTACKER) {
             attackers_lost += c->lost_ns != 0;
+        } else if (c->role == IDLER) {
+            idle_lost += c->lost_ns != 0;
         }
     }
     double duration = secs(stop - t0);
     /* The planned window, even if the run ended early because the server
      * died: what the honest clients did not get then counts as lost. */
     double window = end_ns > attack_ns ? secs(end_ns - attack_ns) : 0;
+    double p99_attack = attack_p99(stop);
     qsort(latencies, nlat, sizeof *latencies, cmp_double);
+    char after[32] = "-"; /* unknown: the run ended too soon, or the server died */
+    if (rss_after_known)
+        snprintf(after, sizeof after, "%zu", rss_after);
     double first_loss = first_attacker_loss_ns ? secs(first_attacker_loss_ns - attack_ns) * 1e3
                                                : -1;
     double last_loss = last_attacker_loss_ns ? secs(last_attacker_loss_ns - attack_ns) * 1e3 : -1;
@@ -507,14 +726,18 @@ static void report(uint64_t stop)
            "honest_window_Bps=%.0f first_attacker_loss_ms=%.1f last_attacker_loss_ms=%.1f "
            "first_honest_loss_ms=%.1f "
            "server_gone_ms=%.1f latency_p50_ms=%.2f latency_p99_ms=%.2f latency_max_ms=%.2f "
-           "requests=%" PRIu64 " attack_requested=%" PRIu64 " protocol_errors=%" PRIu64 "\n",
+           "requests=%" PRIu64 " attack_requested=%" PRIu64 " attack_received=%" PRIu64
+           " protocol_errors=%" PRIu64 " idle_rss=%zu rss_after=%s latency_p99_attack_ms=%.2f"
+           " attack_window_s=%.3f idle=%d idle_lost=%d http_errors=%" PRIu64 "\n",
            opt.label, duration, opt.honest, honest_lost, opt.attackers, attackers_lost, total,
            duration > 0 ? (double)total / duration : 0, window,
            window > 0 ? (double)window_bytes / window : 0, first_loss, last_loss,
            first_honest_loss_ns ? secs(first_honest_loss_ns - t0) * 1e3 : -1,
            server_gone_ns ? secs(server_gone_ns - t0) * 1e3 : -1, percentile(0.50),
            percentile(0.99), nlat ? latencies[nlat - 1] : -1, requests, attack_requested,
-           protocol_errors);
+           attack_received, protocol_errors, idle_rss, after, p99_attack,
+           secs((attack_gone_ns != 0 ? attack_gone_ns : stop) - attack_ns), opt.idle, idle_lost,
+           http_errors);
     fflush(stdout);
 
     char list[512], rate[32];
@@ -564,10 +787,18 @@ static void usage(FILE *f)
           "  --attack-size SIZE   bytes per attacker GET (default 256KiB)\n"
           "  --attack-rate SIZE   bytes asked per attacker per second (default 16MiB)\n"
           "  --attack-rcvbuf SIZE attacker receive buffer (default 4KiB)\n"
+          "  --attack-total SIZE  each attacker stops asking after SIZE (default 0: never)\n"
+          "  --attack-stop S      attackers leave at this time (default 0: at the end)\n"
+          "  --attackers-read     attackers read what they get (the control run)\n"
+          "  --idle N             connections opened at the attack's start that send and\n"
+          "                       read nothing (default 0)\n"
+          "  --http               speak HTTP/1.1 to examples/httpd (GET /data?n=N&tag=h|a,\n"
+          "                       GET /stats) instead of relayd's protocol\n"
           "  --sample-ms N        STATS sampling period (default 100)\n"
           "  --csv FILE           write the time series there\n"
           "  --progress           a status line on stderr (in place on a terminal)\n"
-          "  --label TEXT         name of this run in the output\n",
+          "  --label TEXT         name of this run in the output\n"
+          "  --trace FILE         one line per honest request's times, for latency studies\n",
           f);
 }
 
@@ -595,7 +826,7 @@ static bool num_arg(const char *name, const char *text, double lo, double hi, do
 static int parse_options(int argc, char **argv)
 {
     enum { O_PORT = 1, O_HON, O_ATT, O_DUR, O_AST, O_HSZ, O_HRT, O_ASZ, O_ART, O_RCV, O_SMP,
-           O_CSV, O_PRG, O_LBL, O_HELP };
+           O_CSV, O_PRG, O_LBL, O_TRACE, O_ATOT, O_ASTOP, O_AREAD, O_IDLE, O_HTTP, O_HELP };
     static const struct option longs[] = {
         {"port", required_argument, NULL, O_PORT},
         {"honest", required_argument, NULL, O_HON},
@@ -611,6 +842,12 @@ static int parse_options(int argc, char **argv)
         {"csv", required_argument, NULL, O_CSV},
         {"progress", no_argument, NULL, O_PRG},
         {"label", required_argument, NULL, O_LBL},
+        {"trace", required_argument, NULL, O_TRACE},
+        {"attack-total", required_argument, NULL, O_ATOT},
+        {"attack-stop", required_argument, NULL, O_ASTOP},
+        {"attackers-read", no_argument, NULL, O_AREAD},
+        {"idle", required_argument, NULL, O_IDLE},
+        {"http", no_argument, NULL, O_HTTP},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -676,6 +913,28 @@ static int parse_options(int argc, char **argv)
         case O_LBL:
             opt.label = optarg;
             break;
+        case O_TRACE:
+            opt.trace = optarg;
+            break;
+        case O_ATOT:
+            if (!size_arg("--attack-total", optarg, 0, (size_t)1 << 40, &opt.attack_total))
+                return 2;
+            break;
+        case O_ASTOP:
+            if (!num_arg("--attack-stop", optarg, 0, MAX_DURATION_S, &opt.attack_stop))
+                return 2;
+            break;
+        case O_AREAD:
+            opt.attackers_read = true;
+            break;
+        case O_IDLE:
+            if (!num_arg("--idle", optarg, 0, MAX_CLIENTS / 2, &v))
+                return 2;
+            opt.idle = (int)v;
+            break;
+        case O_HTTP:
+            opt.http = true;
+            break;
         case O_HELP:
             usage(stdout);
             return 1;
@@ -704,12 +963,17 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     tty = isatty(STDERR_FILENO);
 
-    nclients = opt.honest + opt.attackers + 1;
+    nclients = opt.honest + opt.attackers + opt.idle + 1;
     clients = calloc((size_t)nclients, sizeof *clients);
     latencies = malloc(MAX_LATENCIES * sizeof *latencies);
+    latency_sent = malloc(MAX_LATENCIES * sizeof *latency_sent);
     epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (clients == NULL || latencies == NULL || epfd < 0) {
+    if (clients == NULL || latencies == NULL || latency_sent == NULL || epfd < 0) {
         say("out of memory");
+        return 1;
+    }
+    if (opt.trace != NULL && (trace = fopen(opt.trace, "w")) == NULL) {
+        say("%s: %s", opt.trace, strerror(errno));
         return 1;
     }
     if (opt.csv != NULL) {
@@ -725,13 +989,21 @@ int main(int argc, char **argv)
     for (int i = 0; i < nclients; i++) {
         client *c = &clients[i];
         c->fd = -1;
-        c->role = i < opt.honest ? HONEST : i < opt.honest + opt.attackers ? ATTACKER : MONITOR;
-        c->index = c->role == HONEST ? i + 1 : c->role == ATTACKER ? i - opt.honest + 1 : 1;
+        int a = opt.honest, b = a + opt.attackers, d = b + opt.idle;
+        c->role = i < a ? HONEST : i < b ? ATTACKER : i < d ? IDLER : MONITOR;
+        c->index = c->role == HONEST ? i + 1 : c->role == ATTACKER ? i - a + 1
+                                           : c->role == IDLER ? i - b + 1 : 1;
     }
 
     t0 = now_ns();
     attack_ns = t0 + (uint64_t)(opt.attack_start * 1e9);
     end_ns = t0 + (uint64_t)(opt.duration * 1e9);
+    if (opt.attack_stop > opt.attack_start)
+        attack_stop_ns = t0 + (uint64_t)(opt.attack_stop * 1e9);
+    /* Without attackers, the attack's window is the time it would have
+     * lasted: until its stop (rss_after 2 s later), else the end. */
+    if (opt.attackers + opt.idle == 0)
+        attack_gone_ns = attack_stop_ns;
     client *monitor = &clients[nclients - 1];
     if (!open_client(monitor, t0)) {
         say("no server on 127.0.0.1:%d", opt.port);
@@ -753,8 +1025,15 @@ int main(int argc, char **argv)
             if (!c->alive)
                 continue;
             uint32_t e = evs[i].events;
+            if (c->role == IDLER) {
+                lose(c, now); /* closed by the server (or an error) */
+                continue;
+            }
             if (c->role == ATTACKER) {
-                lose(c, now); /* it reads nothing: any event is a hang-up or an error */
+                if (opt.attackers_read)
+                    attacker_read(c, now);
+                else
+                    lose(c, now); /* it reads nothing: any event is a hang-up or an error */
                 continue;
             }
             if (e & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)) {
@@ -767,10 +1046,17 @@ int main(int argc, char **argv)
         if (!attack_started && now >= attack_ns) {
             attack_started = true;
             for (int i = 0; i < nclients; i++)
-                if (clients[i].role == ATTACKER)
+                if (clients[i].role == ATTACKER || clients[i].role == IDLER)
                     open_client(&clients[i], now_ns());
             now = now_ns();
         }
+        if (attack_started && attack_stop_ns != 0 && now >= attack_stop_ns)
+            stop_attack(now);
+        /* Every attacker lost before the attack's end: that was when the
+         * last one went. */
+        if (attack_started && attack_gone_ns == 0 && opt.attackers + opt.idle > 0 &&
+            count_alive(ATTACKER) + count_alive(IDLER) == 0)
+            attack_gone_ns = last_attacker_loss_ns != 0 ? last_attacker_loss_ns : now;
         for (int i = 0; i < nclients; i++) {
             client *c = &clients[i];
             if (c->role == HONEST)
@@ -791,8 +1077,11 @@ int main(int argc, char **argv)
             close(clients[i].fd);
     if (csv != NULL)
         fclose(csv);
+    if (trace != NULL)
+        fclose(trace);
     close(epfd);
     free(clients);
     free(latencies);
+    free(latency_sent);
     return 0;
 }

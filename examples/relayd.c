@@ -13,20 +13,46 @@
  * Like a relay, relayd queues a response as soon as it is asked for, without
  * waiting for the client to read: a client that asks and never reads makes
  * the daemon hold data it can never send (the "sniper" attack).  The
- * defence:
+ * defence, built on libmemquota-event (<memquota/event.h>):
  *  - every connection is an account, named by its peer address; its input
- *    and output evbuffers are tracked participants (examples/
- *    evbuffer_track.c), so the tracker knows the age of each connection's
- *    oldest unsent byte;
- *  - when the total crosses --max, reclamation (manual mode, driven by
- *    memq_tracker_fd() in the event loop at the highest priority) closes
- *    the connections holding the oldest data, through the normal close
- *    path, until the total is back under the low-water mark;
+ *    and output evbuffers are tracked participants
+ *    (memq_evbuffer_new_bufferevent()), so the tracker knows the age of
+ *    each connection's oldest unsent byte;
+ *  - when the total crosses --max, reclamation runs in the event loop at
+ *    priority 0 (memq_event_attach(): the claim that crosses max activates
+ *    it, so it runs as soon as the callback that claimed returns) and
+ *    closes the connections holding the oldest data, through the normal
+ *    close path, until the total is back under the low-water mark;
  *  - requests are admitted only while the total is at or below --max: a
  *    request that arrives during reclamation waits in its connection's
  *    bounded input buffer until reclamation is done.  So the total never
  *    exceeds max + the participations' caches + one response (--max-request)
- *    + the connections' input buffers (1 KiB each): the bound relayd prints.
+ *    + the connections' input buffers (1 KiB each): the bound relayd prints;
+ *  - the kernel is not left holding what the quota cannot see: each socket
+ *    keeps at most 16 KiB unsent (TCP_NOTSENT_LOWAT) plus one 64 KiB write
+ *    (without it Linux grows the send buffer of a peer that reads nothing
+ *    to megabytes);
+ *  - the machine is heard too: the built-in pressure watcher
+ *    (memq_config.pressure_watch: systemd's $MEMORY_PRESSURE_WATCH, else
+ *    PSI) reclaims the oldest data down to --pressure-low-water when the
+ *    OS says memory is short, and --rss-max reclaims when the process's
+ *    resident memory passes it.
+ *
+ * Honest latency under attack: requests are served by deficit round robin
+ * (a connection earns 64 KiB of responses per loop turn; its backlog waits
+ * behind every other connection's), so an attacker's pipelined requests
+ * cannot make a turn long, and a honest request waits for one round.
+ *
+ * Connection slots are defended too: at --max-conns a new connection
+ * closes the one idle the longest (no complete request and no response
+ * bytes taken for the longest time; one that never made a complete request
+ * first) instead of being refused, so a crowd of idle sockets cannot lock
+ * honest clients out; when accept() fails (EMFILE, ENFILE) the listener
+ * pauses until a connection closes or 100 ms pass, closing the idlest one
+ * to make room, instead of spinning.
+ *
+ * --trace FILE writes the times of each served request (see
+ * trace_flushed()), for latency studies with loadgen --trace.
  *
  * Nothing a client sends is allocated without being claimed: request lines
  * are read into a bounded input buffer (tracked), responses into the
@@ -38,6 +64,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -49,6 +76,7 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -57,13 +85,13 @@
 #include <event2/http.h>
 #include <event2/listener.h>
 
-#include <memquota.h>
-
-#include "evbuffer_track.h"
+#include <memquota/event.h>
 
 #define MAX_LINE 64          /* longest request line accepted */
 #define INPUT_LIMIT 1024     /* a connection's input buffer stops reading here */
-#define LINES_PER_TURN 8     /* requests served per connection per loop turn */
+#define QUANTUM 65536        /* response bytes a connection earns per loop turn */
+#define NOTSENT_LOWAT 16384  /* unsent bytes the kernel may hold per socket (+ one write) */
+#define SINGLE_WRITE 65536   /* the most written to one socket per loop turn */
 #define PATTERN_SIZE (65536 - 256) /* responses are appended in pieces this big */
 #define TICK_MS 10           /* housekeeping period */
 #define ERR_LINGER_S 5       /* an ERR line not read within this is dropped */
@@ -74,26 +102,41 @@
  * ====================================================================== */
 
 typedef struct relay relay;
+typedef struct conn conn;
 
-typedef struct conn {
+typedef struct slot_list {
+    conn *head, *tail;
+} slot_list;
+
+struct conn {
     relay *r;
     struct bufferevent *bev;
     memq_account *account;
-    evbuffer_track *in_track, *out_track;
-    struct conn *prev, *next;   /* all connections */
+    memq_evbuffer *in_track, *out_track;
+    struct conn *prev, *next;   /* its slot list (see struct relay), the idlest first */
     struct conn *wprev, *wnext; /* connections with requests waiting */
     bool waiting;
     bool closing; /* ERR sent: close once flushed */
+    size_t credit; /* deficit round robin: response bytes it may queue now */
+    uint64_t active_ns; /* last complete request or flushed response */
+    bool proven;        /* it made a complete request once */
+    /* --trace: when the pending line was first seen, and the last GET's
+     * times (served, queued) until its response is flushed. */
+    uint64_t seen_ns, tr_seen, tr_admit, tr_queued;
+    size_t tr_n;
+    bool tr_pending;
+    unsigned port;
     char name[64];
-} conn;
+};
 
 typedef struct options {
     int port;
     int prometheus_port; /* -1: off */
-    size_t max, low_water, max_request, rss_cap;
-    bool no_quota;
+    size_t max, low_water, max_request, rss_cap, rss_max, pressure_low_water;
+    bool no_quota, no_pressure_watch;
     unsigned max_conns;
     double stats_interval;
+    const char *trace;
     bool verbose;
 } options;
 
@@ -101,16 +144,25 @@ struct relay {
     options opt;
     struct event_base *base;
     memq_tracker *tracker;
-    bool unlimited;
+    memq_event *mev;
+    bool unlimited, paused;
     size_t max, low_water;
-    struct event *reclaim_ev, *resume_ev, *tick_ev, *sigint_ev, *sigterm_ev, *relisten_ev;
+    struct event *resume_ev, *tick_ev, *sigint_ev, *sigterm_ev, *relisten_ev;
     struct evconnlistener *listener;
     struct evhttp *http;
-    conn *conns, *waiting, *waiting_tail;
+    /* Connection slots: those that never made a complete request (fresh,
+     * in order of arrival) and the others (active, least recently active
+     * first); the slot defence takes the head of fresh, else of active. */
+    slot_list fresh, active;
+    conn *waiting, *waiting_tail;
     size_t nconns, nwaiting, peak_conns, peak_participants, peak_tracked;
-    uint64_t accepted, refused, killed, errors, requests, bytes_requested, http_requests;
+    uint64_t accepted, evicted, accept_errors, killed, errors, requests, bytes_requested,
+        http_requests;
+    uint64_t resume_runs; /* reclamation runs seen by the last on_resume() */
     uint64_t start_ns, first_crossing_ns, first_kill_ns, last_stats_ns, last_cap_check_ns;
+    pthread_t loop_thread; /* the only one that claims */
     bool capped;
+    FILE *trace;
     const char *exit_reason;
     int exit_code;
 };
@@ -213,27 +265,37 @@ static size_t peak_tracked(relay *r, const memq_stats *st)
     return used > peak ? used : peak;
 }
 
-/* One line of key=value pairs, without the newline. */
+/* One line of key=value pairs, without the newline.  cgroup_usage only
+ * where the process has a cgroup with a memory controller. */
 static int format_stats(relay *r, char *buf, size_t len)
 {
     memq_stats st;
     memq_tracker_stats(r->tracker, &st);
     size_t used = r->unlimited ? memq_tracker_used(r->tracker) : st.used;
     size_t peak = peak_tracked(r, &st);
-    return snprintf(buf, len,
-                    "used=%zu max=%zu accounts=%zu reclaimed=%" PRIu64 " rss=%zu peak=%zu "
-                    "peak_rss=%zu low_water=%zu conns=%zu participants=%zu episodes=%" PRIu64
-                    " killed=%" PRIu64 " requests=%" PRIu64 " uptime_ms=%" PRIu64,
-                    used, st.max, st.accounts, st.accounts_reclaimed, rss_bytes(), peak,
-                    peak_rss_bytes(), st.low_water, r->nconns, st.participants, st.episodes,
-                    r->killed, r->requests, ms_since_start(r, now_ns()));
+    size_t rss = st.rss != 0 ? st.rss : rss_bytes();
+    int n = snprintf(buf, len,
+                     "used=%zu max=%zu accounts=%zu reclaimed=%" PRIu64 " rss=%zu peak=%zu "
+                     "peak_rss=%zu low_water=%zu cached=%zu conns=%zu participants=%zu"
+                     " episodes=%" PRIu64 " killed=%" PRIu64 " evicted=%" PRIu64
+                     " requests=%" PRIu64 " pressure_events=%" PRIu64
+                     " pressure_episodes=%" PRIu64 " untracked=%" PRId64 " uptime_ms=%" PRIu64,
+                     used, st.max, st.accounts, st.accounts_reclaimed, rss, peak,
+                     peak_rss_bytes(), st.low_water, st.cached, r->nconns, st.participants,
+                     st.episodes, r->killed, r->evicted, r->requests, st.pressure_events,
+                     st.pressure_episodes,
+                     st.rss != 0 ? st.untracked : (int64_t)rss - (int64_t)used,
+                     ms_since_start(r, now_ns()));
+    if (st.cgroup_usage != 0 && n > 0 && (size_t)n < len)
+        n += snprintf(buf + n, len - (size_t)n, " cgroup_usage=%zu", st.cgroup_usage);
+    return n;
 }
 
 /* ======================================================================
  * Connections
  * ====================================================================== */
 
-enum close_how { CLOSE_NORMAL, CLOSE_RECLAIMED };
+enum close_how { CLOSE_NORMAL, CLOSE_RECLAIMED, CLOSE_EVICTED };
 
 static void process(conn *c);
 
@@ -277,41 +339,106 @@ static void wait_turn(conn *c)
         r->waiting_tail = c;
         r->nwaiting++;
     }
-    if (!over_quota(r))
-        schedule_resume(r);
+    schedule_resume(r);
 }
 
-/* The normal close path: forget the buffers, free them at once, close the
- * socket, close the account.  A reclaimed connection is reset (SO_LINGER
- * 0), so that the kernel drops what it still holds for the peer too. */
+static slot_list *list_of(conn *c)
+{
+    return c->proven ? &c->r->active : &c->r->fresh;
+}
+
+static void slot_unlink(conn *c)
+{
+    slot_list *l = list_of(c);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        l->head = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    else
+        l->tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static void slot_append(conn *c)
+{
+    slot_list *l = list_of(c);
+    c->prev = l->tail;
+    c->next = NULL;
+    if (l->tail != NULL)
+        l->tail->next = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+/* c served a request or its peer took a whole response: to the back of
+ * the active list, whose head is the connection idle the longest. */
+static void touch(conn *c)
+{
+    c->active_ns = now_ns();
+    if (!c->proven || c->r->active.tail != c) {
+        slot_unlink(c);
+        c->proven = true;
+        slot_append(c);
+    }
+}
+
+/* The normal close path: stop tracking, free the buffers at once, close
+ * the socket, close the account.  A reclaimed or evicted connection is
+ * reset (SO_LINGER 0), so that the kernel drops what it still holds for
+ * the peer too.  May run inside on_collapse. */
 static void conn_close(conn *c, enum close_how how)
 {
     relay *r = c->r;
     waiting_remove(r, c);
-    if (c->prev != NULL)
-        c->prev->next = c->next;
-    else
-        r->conns = c->next;
-    if (c->next != NULL)
-        c->next->prev = c->prev;
+    slot_unlink(c);
     r->nconns--;
 
-    evbuffer_track_free(c->in_track);
-    evbuffer_track_free(c->out_track);
+    /* The tracked buffers hold a reference to the bufferevent: free them
+     * first, so that bufferevent_free() below closes the socket at once. */
+    memq_evbuffer_free(c->in_track);
+    memq_evbuffer_free(c->out_track);
     struct evbuffer *in = bufferevent_get_input(c->bev);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     evbuffer_drain(in, evbuffer_get_length(in));
     evbuffer_drain(out, evbuffer_get_length(out));
-    if (how == CLOSE_RECLAIMED) {
+    if (how != CLOSE_NORMAL) {
         struct linger lg = {1, 0};
         setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     }
     bufferevent_free(c->bev);
     memq_account_unref(c->account);
     free(c);
+    /* A descriptor is free again: a listener paused by accept() errors
+     * may accept. */
+    if (r->paused) {
+        r->paused = false;
+        event_del(r->relisten_ev);
+        evconnlistener_enable(r->listener);
+    }
 }
 
-/* Both trackers' on_collapse: reclamation chose this connection. */
+/* A slot for a new connection: close the one idle the longest.  One that
+ * never made a complete request goes first (a slowloris's never do): a
+ * flood of new connections then takes the slots of its own kind, never
+ * those of clients that were served. */
+static bool evict_idlest(relay *r)
+{
+    conn *c = r->fresh.head != NULL ? r->fresh.head : r->active.head;
+    if (c == NULL)
+        return false;
+    if (r->opt.verbose)
+        say("slot defence: closing %s, idle %.0f ms", c->name,
+            (double)(now_ns() - c->active_ns) / 1e6);
+    r->evicted++;
+    conn_close(c, CLOSE_EVICTED);
+    return true;
+}
+
+/* Both tracked buffers' on_collapse: reclamation chose this connection.
+ * The first to collapse tears it down; the other is freed with it. */
 static void conn_reclaimed(void *ctx)
 {
     conn *c = ctx;
@@ -321,16 +448,16 @@ static void conn_reclaimed(void *ctx)
         r->first_kill_ns = now_ns();
         memq_time oldest = 0;
         double age_ms = 0;
-        if (evbuffer_track_oldest(c->out_track, &oldest))
+        if (memq_evbuffer_oldest(c->out_track, &oldest))
             age_ms = (double)(memq_tracker_now(r->tracker) - oldest) / 1e6;
         say("first reclamation %.1f ms after the first crossing of max: closed %s, "
             "holding %zu bytes, its oldest %.0f ms old",
             (double)(r->first_kill_ns - r->first_crossing_ns) / 1e6, c->name,
-            evbuffer_track_claimed(c->out_track) + evbuffer_track_claimed(c->in_track),
+            memq_evbuffer_claimed(c->out_track) + memq_evbuffer_claimed(c->in_track),
             age_ms);
     } else if (r->opt.verbose) {
         say("reclaimed %s (%zu bytes)", c->name,
-            evbuffer_track_claimed(c->out_track) + evbuffer_track_claimed(c->in_track));
+            memq_evbuffer_claimed(c->out_track) + memq_evbuffer_claimed(c->in_track));
     }
     conn_close(c, CLOSE_RECLAIMED);
 }
@@ -349,11 +476,10 @@ static void conn_error(conn *c, const char *reason)
 }
 
 /* Queue n bytes at once, as a relay queues what its upstream sends.
- * The pieces are a little under 64 KiB because libevent sizes a new chain to
- * the power of two above (data + chain header): pieces of exactly 64 KiB
- * would take 128 KiB and then 256 KiB chains, half empty, where these fill
- * 64 KiB chains, so that the claims (payload) stay close to the memory.
- * Returns false if c was closed. */
+ * memq_evbuffer_add() fills libevent's chains (a new chain is sized to the
+ * power of two above data + header: one evbuffer_add() of 1 MiB would take
+ * a 2 MiB chain), so the claims stay close to the memory.  Returns false
+ * if c was closed (reclaimed meanwhile: on_collapse freed it). */
 static bool respond(conn *c, size_t n)
 {
     relay *r = c->r;
@@ -366,19 +492,17 @@ static bool respond(conn *c, size_t n)
         if (r->capped)
             return true; /* stopping: queue nothing more */
     }
-    struct evbuffer *out = bufferevent_get_output(c->bev);
     while (n > 0) {
         size_t piece = n < PATTERN_SIZE ? n : PATTERN_SIZE;
-        if (evbuffer_add(out, pattern, piece) != 0) {
-            say("out of memory queueing a response to %s: closing it", c->name);
+        int rc = memq_evbuffer_add(c->out_track, pattern, piece);
+        if (rc == MEMQ_ECLOSED)
+            return false; /* collapsed: on_collapse closed c */
+        if (rc != 0) {
+            say("%s queueing a response to %s: closing it", memq_strerror(rc), c->name);
             conn_close(c, CLOSE_NORMAL);
             return false;
         }
         n -= piece;
-    }
-    if (evbuffer_track_closed(c->out_track)) {
-        conn_close(c, CLOSE_RECLAIMED); /* its account was closed meanwhile */
-        return false;
     }
     return true;
 }
@@ -401,29 +525,58 @@ static bool parse_get(const char *line, size_t *n)
     return true;
 }
 
+/* --trace: one line per GET whose response was flushed (an attacker's
+ * never is): "R <peer port> <seen> <served> <queued> <flushed> <bytes>",
+ * CLOCK_MONOTONIC nanoseconds; seen is the read callback that found the
+ * line, served when it passed admission, queued when its bytes were in
+ * the output buffer, flushed when the output was empty again.
+ * tests/demo/latency.sh joins it with loadgen's trace. */
+static void trace_flushed(conn *c)
+{
+    if (c->r->trace == NULL || !c->tr_pending)
+        return;
+    c->tr_pending = false;
+    fprintf(c->r->trace, "R %u %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %zu\n", c->port,
+            c->tr_seen, c->tr_admit, c->tr_queued, now_ns(), c->tr_n);
+}
+
 /* Serve one request line.  Returns false if c was closed or is closing. */
 static bool handle(conn *c, char *line)
 {
     relay *r = c->r;
     size_t n;
     r->requests++;
+    touch(c);
     if (parse_get(line, &n)) {
         if (n > r->opt.max_request) {
             conn_error(c, "request too large");
             return false;
         }
         r->bytes_requested += n;
-        return respond(c, n);
+        if (r->trace == NULL)
+            return respond(c, n);
+        uint64_t seen = c->seen_ns, admit = now_ns();
+        c->seen_ns = evbuffer_get_length(bufferevent_get_input(c->bev)) > 0 ? admit : 0;
+        if (!respond(c, n))
+            return false;
+        c->tr_pending = true;
+        c->tr_seen = seen != 0 ? seen : admit;
+        c->tr_admit = admit;
+        c->tr_queued = now_ns();
+        c->tr_n = n;
+        return true;
     }
     if (strcmp(line, "STATS") == 0) {
-        char buf[512];
+        char buf[1024];
         int len = format_stats(r, buf, sizeof buf - 1);
         if (len < 0 || (size_t)len >= sizeof buf - 1)
             len = (int)strlen(buf);
         buf[len++] = '\n';
-        evbuffer_add(bufferevent_get_output(c->bev), buf, (size_t)len);
-        if (evbuffer_track_closed(c->out_track)) {
-            conn_close(c, CLOSE_RECLAIMED);
+        int rc = memq_evbuffer_add(c->out_track, buf, (size_t)len);
+        if (rc == MEMQ_ECLOSED)
+            return false; /* collapsed: on_collapse closed c */
+        if (rc != 0) {
+            conn_close(c, CLOSE_NORMAL);
             return false;
         }
         return true;
@@ -432,21 +585,36 @@ static bool handle(conn *c, char *line)
     return false;
 }
 
-/* Serve up to LINES_PER_TURN complete lines, if the total allows. */
+/* The bytes a request line will queue: its cost in the round robin. */
+static size_t line_cost(const char *line)
+{
+    size_t n;
+    return parse_get(line, &n) ? n : 0;
+}
+
+/* One turn of connection c: serve its complete lines, if the total allows,
+ * by deficit round robin.  Each turn with work waiting earns it QUANTUM
+ * bytes of credit; a line is served while its response fits the credit;
+ * what is left over waits for the next turn, behind every other
+ * connection's, and a connection with nothing to do keeps no credit.  So
+ * one loop turn queues at most about QUANTUM bytes per busy connection,
+ * and a honest request waits for one round of everybody's quantum, not
+ * for every attacker's backlog of requests (the old rule, 8 lines per
+ * connection per turn, let 40 attackers queue 80 MiB in one turn). */
 static void process(conn *c)
 {
     relay *r = c->r;
     struct evbuffer *in = bufferevent_get_input(c->bev);
-    for (int i = 0; i < LINES_PER_TURN; i++) {
+    bool earned = false;
+    for (;;) {
         if (c->closing)
             return;
         size_t len = evbuffer_get_length(in);
-        if (len == 0)
-            return;
         struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
-        if (eol.pos < 0) {
+        if (len == 0 || eol.pos < 0) {
             if (len > MAX_LINE)
                 conn_error(c, "line too long");
+            c->credit = 0; /* nothing to do: no credit banked */
             return;
         }
         if ((size_t)eol.pos > MAX_LINE) {
@@ -459,32 +627,47 @@ static void process(conn *c)
         }
         char line[MAX_LINE + 2];
         size_t take = (size_t)eol.pos + 1;
-        evbuffer_remove(in, line, take);
+        evbuffer_copyout(in, line, take);
         line[take - 1] = '\0';
         if (take >= 2 && line[take - 2] == '\r')
             line[take - 2] = '\0';
+        size_t cost = line_cost(line);
+        if (!earned) {
+            c->credit += QUANTUM;
+            earned = true;
+        }
+        if (cost > c->credit && cost <= r->opt.max_request) {
+            wait_turn(c); /* the rest next turn, after the others */
+            return;
+        }
+        c->credit -= cost < c->credit ? cost : c->credit;
+        evbuffer_drain(in, take);
         if (!handle(c, line))
             return;
     }
-    struct evbuffer_ptr eol = evbuffer_search_eol(in, NULL, NULL, EVBUFFER_EOL_LF);
-    if (eol.pos >= 0)
-        wait_turn(c); /* more lines: serve them next turn, after the others */
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     conn *c = arg;
+    if (c->r->trace != NULL && c->seen_ns == 0)
+        c->seen_ns = now_ns();
     if (!c->waiting)
         process(c);
 }
 
+/* The output is flushed: the peer took everything it asked for. */
 static void on_write(struct bufferevent *bev, void *arg)
 {
     (void)bev;
     conn *c = arg;
-    if (c->closing)
+    if (c->closing) {
         conn_close(c, CLOSE_NORMAL); /* the ERR line is flushed */
+        return;
+    }
+    touch(c);
+    trace_flushed(c);
 }
 
 static void on_event(struct bufferevent *bev, short what, void *arg)
@@ -501,11 +684,10 @@ static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct soc
     (void)socklen;
     relay *r = arg;
     r->accepted++;
-    if (r->nconns >= r->opt.max_conns) {
-        r->refused++;
-        evutil_closesocket(fd);
-        return;
-    }
+    /* At the limit, the connection idle the longest makes room: refusing
+     * the new one would let idle sockets lock honest clients out. */
+    while (r->nconns >= r->opt.max_conns && evict_idlest(r))
+        ;
     conn *c = calloc(1, sizeof *c);
     if (c == NULL) {
         evutil_closesocket(fd);
@@ -516,7 +698,8 @@ static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct soc
         const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
         char ip[INET_ADDRSTRLEN] = "?";
         inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
-        snprintf(c->name, sizeof c->name, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+        c->port = ntohs(in->sin_port);
+        snprintf(c->name, sizeof c->name, "%s:%u", ip, c->port);
     } else {
         snprintf(c->name, sizeof c->name, "fd %d", (int)fd);
     }
@@ -530,14 +713,14 @@ static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct soc
     if (rc == 0)
         rc = memq_account_set_name(c->account, c->name);
     if (rc == 0)
-        rc = evbuffer_track_new(c->account, bufferevent_get_input(c->bev), conn_reclaimed, c,
-                                &c->in_track);
+        rc = memq_evbuffer_new_bufferevent(c->account, c->bev, MEMQ_EVBUFFER_INPUT,
+                                           conn_reclaimed, c, &c->in_track);
     if (rc == 0)
-        rc = evbuffer_track_new(c->account, bufferevent_get_output(c->bev), conn_reclaimed, c,
-                                &c->out_track);
+        rc = memq_evbuffer_new_bufferevent(c->account, c->bev, MEMQ_EVBUFFER_OUTPUT,
+                                           conn_reclaimed, c, &c->out_track);
     if (rc != 0) {
         say("cannot track connection %s: %s", c->name, memq_strerror(rc));
-        evbuffer_track_free(c->in_track);
+        memq_evbuffer_free(c->in_track);
         bufferevent_free(c->bev);
         memq_account_unref(c->account);
         free(c);
@@ -545,13 +728,21 @@ static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct soc
     }
     bufferevent_priority_set(c->bev, 1);
     bufferevent_setwatermark(c->bev, EV_READ, 0, INPUT_LIMIT);
-    bufferevent_set_max_single_write(c->bev, 256 * 1024);
+    bufferevent_set_max_single_write(c->bev, SINGLE_WRITE);
     bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
     bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-    c->next = r->conns;
-    if (r->conns != NULL)
-        r->conns->prev = c;
-    r->conns = c;
+    /* Nagle plus delayed ACKs would hold a small response ~40 ms.  And the
+     * kernel must not hold what the quota does not count: without a limit
+     * it grows a socket's send buffer to 4 MiB (tcp_wmem) even when the
+     * peer's window is shut, and takes 2 MiB per attacker in one write
+     * burst (measured: 40 attackers, 80 MiB copied in one loop turn, a
+     * 30 ms stall).  TCP_NOTSENT_LOWAT keeps the unsent part small; sent
+     * data waiting for acknowledgement is bounded by the peer's window. */
+    int one = 1, lowat = NOTSENT_LOWAT;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+    c->active_ns = now_ns();
+    slot_append(c);
     r->nconns++;
     if (r->nconns > r->peak_conns)
         r->peak_conns = r->nconns;
@@ -562,53 +753,68 @@ static void on_relisten(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     relay *r = arg;
+    r->paused = false;
     evconnlistener_enable(r->listener);
 }
 
+/* accept() failed with something other than EAGAIN (EMFILE, ENFILE,
+ * ENOBUFS...): the listening socket stays readable, so without a pause
+ * libevent would call accept() again at once, forever.  The listener
+ * waits for a connection to close (conn_close() resumes it) or 100 ms. */
 static void on_accept_error(struct evconnlistener *lst, void *arg)
 {
     relay *r = arg;
+    int err = EVUTIL_SOCKET_ERROR();
     static const struct timeval pause = {0, 100000};
-    say("accept: %s; pausing 100 ms", strerror(errno));
+    if (r->accept_errors++ == 0 || r->opt.verbose)
+        say("accept: %s; pausing the listener until a connection closes (at most 100 ms)",
+            strerror(err));
     evconnlistener_disable(lst);
+    r->paused = true;
     event_add(r->relisten_ev, &pause);
+    if (err == EMFILE || err == ENFILE)
+        evict_idlest(r);
 }
 
 /* ======================================================================
  * Reclamation in the loop
  * ====================================================================== */
 
-/* The tracker's wakeup: runs inside the claim that crossed max, so it only
- * schedules the reclaim event, which has the highest priority: libevent
- * runs it as soon as the current callback returns. */
+/* The tracker's wakeup, chained by memq_event_attach() after its own
+ * (which activates reclamation at priority 0): notes the time of the first
+ * crossing of max.  It runs on the thread that claimed (the loop's), or on
+ * the pressure watcher's thread for a pressure episode, which is no
+ * crossing and must not touch the relay. */
 static void on_wakeup(void *ctx)
 {
     relay *r = ctx;
-    if (r->first_crossing_ns == 0)
+    if (!pthread_equal(pthread_self(), r->loop_thread))
+        return;
+    if (r->first_crossing_ns == 0 && over_quota(r))
         r->first_crossing_ns = now_ns();
-    event_active(r->reclaim_ev, EV_READ, 0);
 }
 
-/* memq_tracker_fd() is readable while reclamation has work to do; each call
- * is bounded by the tracker's time budget. */
-static void on_reclaim(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    relay *r = arg;
-    int rc = memq_tracker_reclaim(r->tracker);
-    if (rc != 0 && rc != MEMQ_EAGAIN)
-        say("memq_tracker_reclaim: %s", memq_strerror(rc));
-    if (!over_quota(r))
-        schedule_resume(r);
-}
-
-/* Serve the connections that waited, once each, in arrival order. */
+/* Serve the connections that waited, once each, in arrival order.  It runs
+ * at priority 1, after reclamation (priority 0) had its turn in the same
+ * loop turn.  While the total is still above max: if reclamation ran since
+ * the last look, look again next turn; if it did not (an episode that
+ * stopped with nothing reclaimable left), the tick looks again. */
 static void on_resume(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     relay *r = arg;
+    if (r->trace != NULL) /* "T <now> <waiting>": a turn that serves backlogs */
+        fprintf(r->trace, "T %" PRIu64 " %zu\n", now_ns(), r->nwaiting);
+    if (over_quota(r)) {
+        memq_event_stats es;
+        memq_event_get_stats(r->mev, &es);
+        if (es.runs != r->resume_runs) {
+            r->resume_runs = es.runs;
+            schedule_resume(r);
+        }
+        return;
+    }
     for (size_t n = r->nwaiting; n > 0 && r->waiting != NULL && !over_quota(r); n--) {
         conn *c = r->waiting;
         waiting_remove(r, c);
@@ -646,7 +852,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     uint64_t now = now_ns();
     if (r->opt.stats_interval > 0 &&
         (double)(now - r->last_stats_ns) >= r->opt.stats_interval * 1e9) {
-        char buf[512];
+        char buf[1024];
         format_stats(r, buf, sizeof buf);
         say("%s", buf);
         r->last_stats_ns = now;
@@ -718,10 +924,18 @@ static void usage(FILE *f)
           "  --low-water SIZE     reclamation stops at or below this (default 75% of max)\n"
           "  --no-quota           tracking off (MEMQ_UNLIMITED): the unprotected baseline\n"
           "  --max-request SIZE   largest GET served (default 1MiB)\n"
-          "  --max-conns N        connections accepted at once (default 1024)\n"
+          "  --max-conns N        connection slots (default 1024); at the limit a new\n"
+          "                       connection closes the one idle the longest\n"
           "  --rss-cap SIZE       exit (code 3) when RSS exceeds SIZE, as an OOM kill\n"
+          "  --rss-max SIZE       reclaim tracked memory when RSS exceeds SIZE (never below\n"
+          "                       the low-water mark; default 0: off)\n"
+          "  --pressure-low-water SIZE  what a memory-pressure episode reclaims down to\n"
+          "                       (default half the low-water mark); pressure is heard\n"
+          "                       through $MEMORY_PRESSURE_WATCH (systemd), else PSI\n"
+          "  --no-pressure-watch  do not watch for memory pressure\n"
           "  --stats-interval S   print statistics every S seconds (default 0: off)\n"
           "  --prometheus PORT    serve the stats at http://127.0.0.1:PORT/metrics\n"
+          "  --trace FILE         one line per served GET's times, for latency studies\n"
           "  --verbose            log every reclaimed connection and episode\n"
           "Prints 'READY port=<port>' on stdout once listening; SIGINT or SIGTERM stop it\n"
           "and print 'FINAL key=value ...' on stdout.\n",
@@ -752,8 +966,8 @@ static bool parse_port(const char *name, const char *text, int *out)
 
 static int parse_options(int argc, char **argv, options *o)
 {
-    enum { O_PORT = 1, O_MAX, O_LOW, O_NOQ, O_MAXREQ, O_MAXCONN, O_CAP, O_STATS, O_PROM, O_VERB,
-           O_HELP };
+    enum { O_PORT = 1, O_MAX, O_LOW, O_NOQ, O_MAXREQ, O_MAXCONN, O_CAP, O_RSSMAX, O_PLOW,
+           O_NOPW, O_STATS, O_PROM, O_TRACE, O_VERB, O_HELP };
     static const struct option longs[] = {
         {"port", required_argument, NULL, O_PORT},
         {"max", required_argument, NULL, O_MAX},
@@ -762,8 +976,12 @@ static int parse_options(int argc, char **argv, options *o)
         {"max-request", required_argument, NULL, O_MAXREQ},
         {"max-conns", required_argument, NULL, O_MAXCONN},
         {"rss-cap", required_argument, NULL, O_CAP},
+        {"rss-max", required_argument, NULL, O_RSSMAX},
+        {"pressure-low-water", required_argument, NULL, O_PLOW},
+        {"no-pressure-watch", no_argument, NULL, O_NOPW},
         {"stats-interval", required_argument, NULL, O_STATS},
         {"prometheus", required_argument, NULL, O_PROM},
+        {"trace", required_argument, NULL, O_TRACE},
         {"verbose", no_argument, NULL, O_VERB},
         {"help", no_argument, NULL, O_HELP},
         {NULL, 0, NULL, 0},
@@ -808,6 +1026,17 @@ static int parse_options(int argc, char **argv, options *o)
             if (!parse_size_opt("--rss-cap", optarg, &o->rss_cap))
                 return 2;
             break;
+        case O_RSSMAX:
+            if (!parse_size_opt("--rss-max", optarg, &o->rss_max))
+                return 2;
+            break;
+        case O_PLOW:
+            if (!parse_size_opt("--pressure-low-water", optarg, &o->pressure_low_water))
+                return 2;
+            break;
+        case O_NOPW:
+            o->no_pressure_watch = true;
+            break;
         case O_STATS:
             o->stats_interval = strtod(optarg, &end);
             if (*optarg == '\0' || *end != '\0' || !(o->stats_interval >= 0) ||
@@ -819,6 +1048,9 @@ static int parse_options(int argc, char **argv, options *o)
         case O_PROM:
             if (!parse_port("--prometheus", optarg, &o->prometheus_port))
                 return 2;
+            break;
+        case O_TRACE:
+            o->trace = optarg;
             break;
         case O_VERB:
             o->verbose = true;
@@ -850,6 +1082,15 @@ static int setup_tracker(relay *r)
     cfg.wakeup_ctx = r;
     cfg.log = on_log;
     cfg.log_ctx = r;
+    if (!r->opt.no_quota) {
+        /* The machine's view: pressure from the OS, and a limit on RSS. */
+        cfg.pressure_watch = !r->opt.no_pressure_watch;
+        cfg.pressure_low_water = r->opt.pressure_low_water;
+        cfg.rss_max = r->opt.rss_max;
+    } else if (r->opt.rss_max != 0 || r->opt.pressure_low_water != 0) {
+        say("--rss-max and --pressure-low-water need a quota (not --no-quota)");
+        return -1;
+    }
     char why[256];
     if (memq_config_check(&cfg, why, sizeof why) != 0) {
         say("bad quota configuration: %s", why);
@@ -870,28 +1111,31 @@ static int setup_tracker(relay *r)
 
 static int setup_events(relay *r)
 {
+    /* The base, then reclamation attached to it (priority 0), then every
+     * other event (priority 1). */
     r->base = event_base_new();
     if (r->base == NULL || event_base_priority_init(r->base, 2) != 0) {
         say("cannot create the event base");
         return -1;
     }
-    r->reclaim_ev = event_new(r->base, memq_tracker_fd(r->tracker), EV_READ | EV_PERSIST,
-                              on_reclaim, r);
+    int rc = memq_event_attach(r->tracker, r->base, 0, &r->mev);
+    if (rc != 0) {
+        say("memq_event_attach: %s", memq_strerror(rc));
+        return -1;
+    }
     r->resume_ev = evtimer_new(r->base, on_resume, r);
     r->tick_ev = event_new(r->base, -1, EV_PERSIST, on_tick, r);
     r->relisten_ev = evtimer_new(r->base, on_relisten, r);
     r->sigint_ev = evsignal_new(r->base, SIGINT, on_signal, r);
     r->sigterm_ev = evsignal_new(r->base, SIGTERM, on_signal, r);
-    if (r->reclaim_ev == NULL || r->resume_ev == NULL || r->tick_ev == NULL ||
+    if (r->resume_ev == NULL || r->tick_ev == NULL ||
         r->relisten_ev == NULL || r->sigint_ev == NULL || r->sigterm_ev == NULL) {
         say("cannot create events");
         return -1;
     }
-    event_priority_set(r->reclaim_ev, 0);
     event_priority_set(r->resume_ev, 1);
     event_priority_set(r->tick_ev, 1);
     static const struct timeval tick = {0, TICK_MS * 1000};
-    event_add(r->reclaim_ev, NULL);
     event_add(r->tick_ev, &tick);
     event_add(r->sigint_ev, NULL);
     event_add(r->sigterm_ev, NULL);
@@ -935,23 +1179,28 @@ static int setup_events(relay *r)
 
 static void print_final(relay *r)
 {
-    char buf[512];
+    char buf[1024];
     format_stats(r, buf, sizeof buf);
     memq_stats st;
     memq_tracker_stats(r->tracker, &st);
+    memq_event_stats es;
+    memq_event_get_stats(r->mev, &es);
     size_t bound = tracked_bound(r);
+    uint64_t first_crossing_ns = r->first_crossing_ns;
     printf("FINAL %s reason=%s quota=%zu bound=%zu cache_max=%d max_request=%zu "
            "input_limit=%d peak_conns=%zu peak_participants=%zu first_crossing_ms=%" PRIu64
            " first_kill_ms=%" PRIu64 " reaction_us=%.0f reclaim_ms_total=%.3f episode_ms_max=%.3f"
-           " unreclaimable=%" PRIu64 " errors=%" PRIu64 " refused=%" PRIu64 "\n",
+           " unreclaimable=%" PRIu64 " errors=%" PRIu64 " accept_errors=%" PRIu64
+           " reclaim_runs=%" PRIu64 " rss_episodes=%" PRIu64 " watch_source=%d\n",
            buf, r->exit_reason, r->unlimited ? SIZE_MAX : r->max, bound, CACHE_MAX,
            r->opt.max_request, INPUT_LIMIT, r->peak_conns, r->peak_participants,
-           ms_since_start(r, r->first_crossing_ns), ms_since_start(r, r->first_kill_ns),
-           r->first_kill_ns > r->first_crossing_ns && r->first_crossing_ns != 0
-               ? (double)(r->first_kill_ns - r->first_crossing_ns) / 1e3
+           ms_since_start(r, first_crossing_ns), ms_since_start(r, r->first_kill_ns),
+           r->first_kill_ns > first_crossing_ns && first_crossing_ns != 0
+               ? (double)(r->first_kill_ns - first_crossing_ns) / 1e3
                : -1.0,
            (double)st.reclaim_ns_total / 1e6, (double)st.episode_ns_max / 1e6,
-           st.unreclaimable_events, r->errors, r->refused);
+           st.unreclaimable_events, r->errors, r->accept_errors, es.runs, st.rss_episodes,
+           st.watch_source);
     fflush(stdout);
     say("stopped (%s): %zu connections accepted, %" PRIu64 " reclaimed, %" PRIu64
         " episodes, peak tracked %zu bytes, peak RSS %zu bytes",
@@ -961,20 +1210,26 @@ static void print_final(relay *r)
 
 static void teardown(relay *r)
 {
-    while (r->conns != NULL)
-        conn_close(r->conns, CLOSE_NORMAL);
+    r->paused = false; /* closing connections must not resume the listener */
+    while (r->fresh.head != NULL)
+        conn_close(r->fresh.head, CLOSE_NORMAL);
+    while (r->active.head != NULL)
+        conn_close(r->active.head, CLOSE_NORMAL);
     if (r->http != NULL)
         evhttp_free(r->http);
     if (r->listener != NULL)
         evconnlistener_free(r->listener);
-    struct event *evs[] = {r->reclaim_ev, r->resume_ev, r->tick_ev,
-                           r->relisten_ev, r->sigint_ev, r->sigterm_ev};
+    struct event *evs[] = {r->resume_ev, r->tick_ev, r->relisten_ev, r->sigint_ev,
+                           r->sigterm_ev};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i] != NULL)
             event_free(evs[i]);
+    memq_event_detach(r->mev);
     memq_tracker_free(r->tracker);
     if (r->base != NULL)
         event_base_free(r->base);
+    if (r->trace != NULL)
+        fclose(r->trace);
     libevent_global_shutdown();
 }
 
@@ -989,8 +1244,13 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < PATTERN_SIZE; i++)
         pattern[i] = "0123456789abcdefghijklmnopqrstuvwxyz\n"[i % 37];
     r.start_ns = r.last_stats_ns = now_ns();
+    r.loop_thread = pthread_self();
     r.exit_reason = "error";
     r.exit_code = 1;
+    if (r.opt.trace != NULL && (r.trace = fopen(r.opt.trace, "we")) == NULL) {
+        say("%s: %s", r.opt.trace, strerror(errno));
+        return 1;
+    }
     if (setup_tracker(&r) != 0 || setup_events(&r) != 0) {
         teardown(&r);
         return 1;
@@ -1010,8 +1270,12 @@ int main(int argc, char **argv)
 
     r.exit_code = 0;
     event_base_dispatch(r.base);
-    /* The signal events go with the teardown: a late SIGTERM must not kill
-     * us half-way. */
+    /* A late SIGTERM must not kill us half-way through the teardown:
+     * freeing a signal event gives the signal its previous (default)
+     * action back, so free them first, then ignore the signals. */
+    event_free(r.sigint_ev);
+    event_free(r.sigterm_ev);
+    r.sigint_ev = r.sigterm_ev = NULL;
     signal(SIGINT, SIG_IGN);
     signal(SIGTERM, SIG_IGN);
     print_final(&r);
