@@ -144,10 +144,13 @@ typedef struct memq_config {
      * 0: exact accounting, every claim and release touches the tracker. */
     size_t cache_max;
     memq_reclaim_mode reclaim_mode;
-    /* Manual mode: called once when reclamation becomes needed, on the
-     * thread whose claim (or memq_tracker_reconfigure() call) crossed max,
-     * with no lock held.  It must only schedule work (event_active(), a
-     * write to a pipe).  Re-armed when an episode ends or a reclaim call
+    /* Manual mode: called once when reclamation becomes needed, with no
+     * lock held, on the thread that made it needed: a claim (or a pool's
+     * slack, or memq_tracker_reconfigure()) crossing max, or a
+     * memq_tracker_pressure() report, which with pressure_watch comes from
+     * the watcher's own thread.  So it must be thread-safe even in a
+     * single-threaded daemon, and only schedule work (event_active() on an
+     * event_base made thread-aware, a write to a pipe).  Re-armed when an episode ends or a reclaim call
      * finds used <= max.  After an episode that stopped with nothing
      * reclaimable left, the next one starts only at a true crossing (used
      * back at or below max, then above) or once used has grown by a quarter

@@ -271,9 +271,19 @@ typedef struct memq_evhttp_config {
      * default true), so the kernel drops what it holds for the peer too. */
     bool reset;
     /* Set TCP_NODELAY on each connection when it is first tracked (default
-     * false): without it, Nagle's algorithm and delayed ACKs can hold a
+     * true): without it, Nagle's algorithm and delayed ACKs can hold a
      * small response for about 40 ms. */
     bool nodelay;
+    /* Bound what the kernel holds for each connection, set when it is
+     * first tracked.  A peer that stops reading shuts its TCP window, and
+     * Linux keeps growing the socket's send buffer (to tcp_wmem's 4 MiB):
+     * what libevent writes there leaves the tracked buffer and the quota's
+     * sight.  unsent_limit (default 16384; 0 leaves the socket alone) is
+     * set as TCP_NOTSENT_LOWAT: the socket reports writable only while less
+     * than that is unsent.  max_single_write (default 65536; 0 keeps
+     * libevent's 16384) is the most one write takes from the output per
+     * loop turn (bufferevent_set_max_single_write()). */
+    size_t unsent_limit, max_single_write;
     /* Told once when a connection starts closing because it was reclaimed
      * or memq_evhttp_conn_close() was called, after its buffers were
      * drained.  It must not free the connection (evhttp does); the handle
@@ -288,7 +298,8 @@ typedef struct memq_evhttp_config {
 } memq_evhttp_config;
 
 /* Fill *cfg with the defaults: no parent, track_input true, reset true,
- * nodelay false, no callbacks.  Ignores NULL. */
+ * nodelay true, unsent_limit 16384, max_single_write 65536, no callbacks.
+ * Ignores NULL. */
 MEMQ_EXPORT void memq_evhttp_config_init(memq_evhttp_config *cfg);
 
 /* Defend an evhttp server with tracker t: each connection gets an account,
@@ -307,7 +318,9 @@ MEMQ_EXPORT void memq_evhttp_config_init(memq_evhttp_config *cfg);
  * is tracked before its first byte is read.  Connections are found again
  * through a hash keyed by the evhttp_connection, and forgotten from
  * evhttp's close callback, which memq_evhttp sets on each tracked
- * connection (do not replace it: use on_close).
+ * connection, replacing one set before (a server that tracks connections
+ * before their first request finds them again through on_close); do not
+ * replace it afterwards: use on_close.
  *
  * How a reclaimed connection closes.  Both buffers are drained (their
  * memory is freed before the reclaim callback answers), on_reclaim is

@@ -57,6 +57,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -317,6 +318,15 @@ static int conn_new(memq_evhttp *h, struct evhttp_connection *evcon, struct buff
         int one = 1;
         (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     }
+    if (h->cfg.unsent_limit > 0 && fd >= 0) {
+        int lowat = h->cfg.unsent_limit > INT_MAX ? INT_MAX : (int)h->cfg.unsent_limit;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+    }
+    if (h->cfg.max_single_write > 0) {
+        size_t most = h->cfg.max_single_write;
+        (void)bufferevent_set_max_single_write(bev, most > EV_SSIZE_MAX ? EV_SSIZE_MAX
+                                                                        : (ev_ssize_t)most);
+    }
     evhttp_connection_set_closecb(evcon, on_evcon_close, c);
     h->stats.tracked++;
     *out = c;
@@ -394,7 +404,11 @@ void memq_evhttp_config_init(memq_evhttp_config *cfg)
 {
     if (cfg == NULL)
         return;
-    *cfg = (memq_evhttp_config){.track_input = true, .reset = true};
+    *cfg = (memq_evhttp_config){.track_input = true,
+                                .reset = true,
+                                .nodelay = true,
+                                .unsent_limit = 16384,
+                                .max_single_write = 65536};
 }
 
 int memq_evhttp_new(memq_tracker *t, struct evhttp *http, const memq_evhttp_config *cfg,

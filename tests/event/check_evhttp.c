@@ -39,6 +39,8 @@ typedef struct server {
     int naccounts;
     size_t claimed_after_headers; /* /empty: the output's claim after the reply */
     int nodelay;                  /* /data: TCP_NODELAY seen on the socket */
+    int notsent_lowat;            /* /data: TCP_NOTSENT_LOWAT seen on the socket */
+    long max_single_write;        /* /data: the bufferevent's */
     struct evhttp_request *held;  /* /hold */
     memq_evhttp_conn *last;       /* the connection of the last request */
     holder sibling;               /* /notice */
@@ -105,6 +107,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         }
         socklen_t len = sizeof s->nodelay;
         getsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &s->nodelay, &len);
+        len = sizeof s->notsent_lowat;
+        getsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &s->notsent_lowat, &len);
+        s->max_single_write = (long)bufferevent_get_max_single_write(
+            evhttp_connection_get_bufferevent(evhttp_request_get_connection(req)));
         reply_data(s, req, c, query_size(uri, "n="));
     } else if (strcmp(uri, "/empty") == 0) {
         memq_evhttp_send_reply(s->mh, req, 200, "OK", NULL);
@@ -327,7 +333,9 @@ START_TEST(test_new_rejects_bad_arguments)
     ck_assert_int_eq(memq_account_new(other, NULL, &foreign), 0);
     memq_evhttp_config cfg;
     memq_evhttp_config_init(&cfg);
-    ck_assert(cfg.track_input && cfg.reset && !cfg.nodelay);
+    ck_assert(cfg.track_input && cfg.reset && cfg.nodelay);
+    ck_assert_uint_eq(cfg.unsent_limit, 16384);
+    ck_assert_uint_eq(cfg.max_single_write, 65536);
     cfg.parent = foreign;
     ck_assert_int_eq(memq_evhttp_new(t, http, &cfg, &h), MEMQ_EINVAL);
     ck_assert_ptr_eq(h, (memq_evhttp *)&h);
@@ -377,13 +385,12 @@ static void *two_clients(void *arg)
     return NULL;
 }
 
+/* With the defaults, each socket gets TCP_NODELAY and a bound on what the
+ * kernel holds unsent. */
 START_TEST(test_each_connection_gets_its_own_account)
 {
     server s;
-    memq_evhttp_config cfg;
-    memq_evhttp_config_init(&cfg);
-    cfg.nodelay = true;
-    server_start(&s, 64 * MIB, 0, &cfg);
+    server_start(&s, 64 * MIB, 0, NULL);
     client_run r = {.port = s.port};
     pthread_t th;
     ck_assert_int_eq(pthread_create(&th, NULL, two_clients, &r), 0);
@@ -393,6 +400,8 @@ START_TEST(test_each_connection_gets_its_own_account)
     ck_assert_int_eq(s.naccounts, 2);
     ck_assert_uint_ne(s.account_ids[0], s.account_ids[1]);
     ck_assert_int_eq(s.nodelay, 1);
+    ck_assert_int_eq(s.notsent_lowat, 16384);
+    ck_assert_int_eq(s.max_single_write, 65536);
     ck_assert(loop_until(s.base, no_connections, &s, 3000));
     memq_evhttp_stats st = http_stats(&s);
     ck_assert_uint_eq(st.tracked, 2);
@@ -404,6 +413,28 @@ START_TEST(test_each_connection_gets_its_own_account)
     memq_stats ts = stats_of(s.t);
     ck_assert_uint_eq(ts.accounts, 2);
     ck_assert_uint_eq(ts.used, 0);
+    server_stop(&s);
+}
+END_TEST
+
+START_TEST(test_socket_options_turned_off_leave_the_socket_alone)
+{
+    server s;
+    memq_evhttp_config cfg;
+    memq_evhttp_config_init(&cfg);
+    cfg.nodelay = false;
+    cfg.unsent_limit = 0;
+    cfg.max_single_write = 0;
+    server_start(&s, 64 * MIB, 0, &cfg);
+    client_run r = {.port = s.port};
+    pthread_t th;
+    ck_assert_int_eq(pthread_create(&th, NULL, two_clients, &r), 0);
+    ck_assert(loop_until(s.base, client_done, &r, 5000));
+    pthread_join(th, NULL);
+    ck_assert_int_eq(atomic_load(&r.ok), 4);
+    ck_assert_int_eq(s.nodelay, 0);
+    ck_assert_int_ne(s.notsent_lowat, 16384);
+    ck_assert_int_eq(s.max_single_write, 16384); /* libevent's own */
     server_stop(&s);
 }
 END_TEST
@@ -882,6 +913,7 @@ static Suite *evhttp_suite(void)
     tcase_add_test(basics, test_new_rejects_bad_arguments);
     tcase_set_timeout(basics, 60);
     tcase_add_test(basics, test_each_connection_gets_its_own_account);
+    tcase_add_test(basics, test_socket_options_turned_off_leave_the_socket_alone);
     tcase_add_test(basics, test_evhttps_status_line_and_headers_are_claimed);
     suite_add_tcase(s, basics);
 
