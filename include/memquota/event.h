@@ -260,8 +260,8 @@ typedef struct memq_evhttp_conn memq_evhttp_conn;
 
 typedef struct memq_evhttp_config {
     /* The parent of every connection account (NULL: each is a root).  It
-     * must belong to the tracker.  Closing a child of a parent with n
-     * children costs O(n), so prefer roots for many connections. */
+     * must belong to the tracker.  Closing a connection's account unlinks
+     * it from the parent in constant time. */
     memq_account *parent;
     /* Track each connection's input buffer too (default true): requests
      * waiting behind the one being answered, pipelined by a client that
