@@ -20,6 +20,9 @@
  */
 #include "memquota.h"
 
+#define BENCH_NAME "memq_bench"
+#include "bench_util.h"
+
 #include <float.h>
 #include <malloc.h>
 #include <pthread.h>
@@ -42,45 +45,8 @@ int base_counter_add(base_counter *c, size_t n);
 void base_counter_sub(base_counter *c, size_t n);
 
 /* ======================================================================
- * Utilities: time, randomness, fatal errors
+ * Utilities: randomness, allocation (time and fatal errors: bench_util.h)
  * ====================================================================== */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-/* CPU time of the calling thread: what it did, not what the scheduler
- * gave to others while it waited. */
-static uint64_t thread_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "memq_bench: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-/* A library call that must succeed for the measurement to mean anything. */
-#define MUST(call)                                                                  \
-    do {                                                                            \
-        int must_rc_ = (call);                                                      \
-        if (must_rc_ != 0)                                                          \
-            die("%s:%d: %s: %s", __FILE__, __LINE__, #call, memq_strerror(must_rc_)); \
-    } while (0)
 
 static void *xcalloc(size_t n, size_t size)
 {

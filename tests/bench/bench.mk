@@ -23,12 +23,12 @@ $(BENCH_BASE): tests/bench/baseline.c
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -shared -o $@ $<
 
-$(BENCH_BIN): tests/bench/bench.c $(BENCH_BASE) $(SHARED) include/memquota.h
+$(BENCH_BIN): tests/bench/bench.c tests/bench/bench_util.h $(BENCH_BASE) $(SHARED) include/memquota.h
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< -o $@ -L$(BENCH_DIR) -lmemq_bench_base -L$(LIBOUT) -lmemquota \
 	  $(BENCH_RPATH)
 
-$(POOL_BENCH_BIN): tests/bench/pool_bench.c $(SHARED) include/memquota.h include/memquota/pool.h
+$(POOL_BENCH_BIN): tests/bench/pool_bench.c tests/bench/bench_util.h $(SHARED) include/memquota.h include/memquota/pool.h
 	@mkdir -p $(@D)
 	$(CC) $(ALL_CFLAGS) $< -o $@ -L$(LIBOUT) -lmemquota $(BENCH_RPATH)
 

@@ -36,6 +36,9 @@
  */
 #include "memquota.h"
 
+#define BENCH_NAME "pool_bench"
+#include "bench_util.h"
+
 #include <errno.h>
 #include <float.h>
 #include <pthread.h>
@@ -59,40 +62,6 @@ static const char *const allocator_libs[] = {
 /* ======================================================================
  * Utilities
  * ====================================================================== */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static uint64_t thread_cpu_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
-
-static void die(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "pool_bench: ");
-    vfprintf(stderr, fmt, ap);
-    fprintf(stderr, "\n");
-    va_end(ap);
-    exit(1);
-}
-
-#define MUST(call)                                                                  \
-    do {                                                                            \
-        int must_rc_ = (call);                                                      \
-        if (must_rc_ != 0)                                                          \
-            die("%s:%d: %s: %s", __FILE__, __LINE__, #call, memq_strerror(must_rc_)); \
-    } while (0)
 
 /* Bookkeeping memory from mmap, so that it is the same for every
  * allocator measured and outside all of them; touched at once, so that it
