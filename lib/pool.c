@@ -428,6 +428,7 @@ typedef struct pool_class {
     size_t out, resident, meta;
     size_t slack; /* resident + meta - out * size, as put into want */
     uint64_t returned;
+    bool orphaned; /* pool_orphan() counted out: a chunk freed from now on counts itself gone */
     _Atomic uint64_t misuse;
 } __attribute__((aligned(64))) pool_class;
 
@@ -492,6 +493,8 @@ struct memq_pool {
     /* Large chunks. */
     pthread_mutex_t large_lock;
     size_t large_n, large_bytes, large_meta;
+    uint64_t large_returned; /* bytes of large chunks unmapped */
+    bool large_orphaned;     /* pool_orphan() counted large_n */
 
     /* Under registry. */
     memq_pool *reg_prev, *reg_next;
@@ -1019,6 +1022,7 @@ static void cache_detach(memq_pool *pool, tcache *tc)
         if (tc->current[k] != NULL) {
             pthread_mutex_lock(&pool->cls[k].lock);
             span_disown(pool, &pool->cls[k], tc, k);
+            class_settle(pool, &pool->cls[k], class_sizes[k]); /* it may have freed the span */
             pthread_mutex_unlock(&pool->cls[k].lock);
         }
     }
@@ -1205,10 +1209,18 @@ static void pool_destroy(memq_pool *pool)
 
 /*
  * Under registry: stop counting.  The caches are taken back, free pages
- * and empty spans go back to the OS, and the pool is left to the chunks
- * still allocated (returns how many: the last free destroys the pool).
+ * and empty spans go back to the OS, the tracker is forgotten (its slack
+ * applied so far is stored in *applied), and the pool is left to the
+ * chunks still allocated.  Returns true when none is left: the caller
+ * destroys the pool; otherwise the last free does.
+ *
+ * The chunks are counted class by class under each class's lock, which
+ * marks the class orphaned: a chunk freed before its class was counted is
+ * not in the count, one freed after counts itself gone (dealloc_slow(),
+ * dealloc_large()), even while other classes are still being counted.  A
+ * reference of our own keeps the count above zero until the end.
  */
-static size_t pool_orphan(memq_pool *pool)
+static bool pool_orphan(memq_pool *pool, size_t *applied)
 {
     while (pool->caches != NULL)
         cache_detach(pool, pool->caches);
@@ -1220,20 +1232,23 @@ static size_t pool_orphan(memq_pool *pool)
         pool->reg_next->reg_prev = pool->reg_prev;
     pool->reg_prev = pool->reg_next = NULL;
     pool->reserve = 0;
-    size_t live = 0;
+    atomic_store_explicit(&pool->orphan_live, 1, memory_order_relaxed);
     for (unsigned k = 0; k < NCLASSES; k++) {
         pool_class *c = &pool->cls[k];
         pthread_mutex_lock(&c->lock);
         class_trim(pool, c);
-        live += c->out;
+        c->orphaned = true;
+        atomic_fetch_add_explicit(&pool->orphan_live, c->out, memory_order_relaxed);
         pthread_mutex_unlock(&c->lock);
     }
     pthread_mutex_lock(&pool->large_lock);
-    live += pool->large_n;
+    pool->large_orphaned = true;
+    atomic_fetch_add_explicit(&pool->orphan_live, pool->large_n, memory_order_relaxed);
     pthread_mutex_unlock(&pool->large_lock);
-    atomic_store_explicit(&pool->orphan_live, live, memory_order_relaxed);
     atomic_store_explicit(&pool->orphan, true, memory_order_release);
-    return live;
+    atomic_store_explicit(&pool->tracker, NULL, memory_order_relaxed);
+    *applied = atomic_exchange_explicit(&pool->applied, 0, memory_order_relaxed);
+    return atomic_fetch_sub_explicit(&pool->orphan_live, 1, memory_order_acq_rel) == 1;
 }
 
 /* One chunk of an orphaned pool came back. */
@@ -1279,12 +1294,11 @@ void memq_pool_free(memq_pool *pool)
         return;
     report(pool); /* misuse still pending */
     memq_tracker *t = atomic_load_explicit(&pool->tracker, memory_order_relaxed);
+    size_t applied;
     pthread_mutex_lock(&registry);
-    size_t live = pool_orphan(pool);
-    atomic_store_explicit(&pool->tracker, NULL, memory_order_relaxed);
-    size_t applied = atomic_exchange_explicit(&pool->applied, 0, memory_order_relaxed);
+    bool none_left = pool_orphan(pool, &applied);
     pthread_mutex_unlock(&registry);
-    if (live == 0)
+    if (none_left)
         pool_destroy(pool);
     memq__slack_sub(t, applied);
     memq__tracker_drop(t);
@@ -1337,11 +1351,10 @@ void memq__pool_tracker_gone(memq_tracker *t)
 {
     pthread_mutex_lock(&registry);
     memq_pool *pool = own_pool_of(t);
-    size_t live = pool != NULL ? pool_orphan(pool) : 1;
-    if (pool != NULL)
-        atomic_store_explicit(&pool->tracker, NULL, memory_order_relaxed);
+    size_t applied; /* the tracker's memory goes: nothing to subtract from */
+    bool none_left = pool != NULL && pool_orphan(pool, &applied);
     pthread_mutex_unlock(&registry);
-    if (pool != NULL && live == 0)
+    if (none_left)
         pool_destroy(pool);
 }
 
@@ -1355,7 +1368,7 @@ size_t memq_pool_class_size(size_t n)
         return 0;
     if (n <= MEMQ_POOL_CLASS_MAX)
         return class_sizes[class_of(n)];
-    if (n > SIZE_MAX - world.page)
+    if (n > SIZE_MAX - world.page + 1)
         return 0;
     return (n + world.page - 1) & ~(world.page - 1);
 }
@@ -1370,10 +1383,12 @@ static int claim(memq_participation *p, size_t n, memq_time when)
 static int alloc_large(memq_pool *pool, memq_participation *p, size_t n, memq_time when,
                        void **out)
 {
-    if (n > SIZE_MAX - SPAN_SIZE - 2 * world.page)
+    size_t bytes = memq_pool_class_size(n);
+    if (bytes == 0)
         return MEMQ_EOVERFLOW;
-    size_t bytes = (n + world.page - 1) & ~(world.page - 1);
     size_t guard = pool->debug ? world.page : 0;
+    if (bytes > SIZE_MAX - SPAN_SIZE - 2 * guard)
+        return MEMQ_ENOMEM; /* no mapping, aligned and guarded, can hold it */
     size_t map_len = bytes + 2 * guard;
     char *map = os_map_aligned(map_len, SPAN_SIZE, guard);
     if (map == NULL)
@@ -1555,6 +1570,16 @@ int memq_pool_alloc_at(memq_pool *pool, memq_participation *p, size_t n, memq_ti
  * Free
  * ====================================================================== */
 
+/* A pointer no pool allocated: no pool knows the address, so the
+ * participation's tracker hears of it, if there is one. */
+static void foreign_free(memq_participation *p)
+{
+    atomic_fetch_add_explicit(&foreign_frees, 1, memory_order_relaxed);
+    memq_tracker *t = memq__participation_tracker(p);
+    if (t != NULL)
+        memq__misuse(t, "misuse: memq_pool_dealloc of a pointer no pool allocated");
+}
+
 static void dealloc_large(memq_participation *p, span *s, uintptr_t a)
 {
     memq_pool *pool = s->pool;
@@ -1562,7 +1587,7 @@ static void dealloc_large(memq_participation *p, span *s, uintptr_t a)
         if (a - (uintptr_t)s->base < s->size)
             misuse(pool, NULL, MISUSE_INTERIOR);
         else
-            atomic_fetch_add_explicit(&foreign_frees, 1, memory_order_relaxed);
+            foreign_free(p); /* past its end, in the last granule */
         settle(pool, p != NULL);
         return;
     }
@@ -1587,9 +1612,11 @@ static void dealloc_large(memq_participation *p, span *s, uintptr_t a)
     pool->large_n--;
     pool->large_bytes -= bytes;
     pool->large_meta -= meta;
+    pool->large_returned += bytes;
     want_add(pool, (size_t)0 - meta);
+    bool counted = pool->large_orphaned;
     pthread_mutex_unlock(&pool->large_lock);
-    if (atomic_load_explicit(&pool->orphan, memory_order_acquire))
+    if (counted)
         orphan_chunk_gone(pool);
     else
         settle(pool, p != NULL);
@@ -1622,8 +1649,11 @@ static NOINLINE void dealloc_slow(memq_participation *p, memq_pool *pool, span *
     pthread_mutex_lock(&c->lock);
     span_put(pool, c, s, i);
     class_settle(pool, c, size);
+    /* Whether pool_orphan() counted this chunk is decided here, not by
+     * `orphan` above: the pool may have been orphaned meanwhile. */
+    bool counted = c->orphaned;
     pthread_mutex_unlock(&c->lock);
-    if (orphan)
+    if (counted)
         orphan_chunk_gone(pool);
     else
         settle(pool, p != NULL);
@@ -1634,14 +1664,8 @@ static NOINLINE void dealloc_odd(memq_participation *p, void *chunk, span *s)
 {
     uintptr_t a = (uintptr_t)chunk;
     if (s == NULL) {
-        if (chunk == NULL)
-            return;
-        atomic_fetch_add_explicit(&foreign_frees, 1, memory_order_relaxed);
-        /* No pool knows the address: the participation's tracker hears
-         * of it, if there is one. */
-        memq_tracker *t = memq__participation_tracker(p);
-        if (t != NULL)
-            memq__misuse(t, "misuse: memq_pool_dealloc of a pointer no pool allocated");
+        if (chunk != NULL)
+            foreign_free(p);
         return;
     }
     if (s->cls == LARGE_CLASS) {
@@ -1770,6 +1794,7 @@ static void stats_locked(memq_pool *pool, memq_pool_stats *st)
     st->large_chunks = pool->large_n;
     st->large_bytes = pool->large_bytes;
     st->metadata += pool->large_meta;
+    st->returned += pool->large_returned;
     pthread_mutex_unlock(&pool->large_lock);
     st->metadata += pool->struct_bytes;
     st->in_use += st->large_bytes;

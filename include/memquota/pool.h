@@ -186,7 +186,8 @@ typedef struct memq_pool_stats {
     size_t metadata;        /* bytes of the pool's out-of-band metadata */
     size_t large_chunks;    /* chunks with a mapping of their own */
     size_t large_bytes;     /* their size */
-    uint64_t returned;      /* bytes given back to the OS so far */
+    uint64_t returned;      /* bytes given back to the OS so far: the classes' pages
+                             * and the large chunks unmapped when freed */
     uint64_t double_frees;  /* frees of chunks that were not allocated */
     uint64_t interior;      /* pointers into the middle of a chunk or span */
     uint64_t use_after_free; /* debug mode: free chunks found written to */
