@@ -8,6 +8,15 @@
 #                                  installs wrk, slowhttptest, gnuplot-nox)
 #   make demo ALLOCATOR=jemalloc   the same with Debian's libjemalloc2
 #   make demo ALLOCATOR=mimalloc   ... or libmimalloc2.0 preloaded
+#   make demo POOL=off             relayd with --no-pool: responses in
+#                                  libevent's malloc'd chains instead of the
+#                                  chunk pool (the default, POOL=on), to
+#                                  compare; combines with ALLOCATOR
+#                                  (output in build/demo[-ALLOCATOR][-nopool])
+#   make demo-allocators           doc/allocators.md's table and chart: 5
+#                                  quota runs of relayd for each allocator,
+#                                  with and without the pool (about 6 min;
+#                                  tests/demo/allocators.sh, build/allocators)
 #   make check-demo                (part of make check) every
 #                                  examples/*_example.c, then a short demo
 #                                  and checks of httpd and relayd whose
@@ -28,8 +37,10 @@ EXAMPLE_SRC := $(wildcard examples/*_example.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(EX_OUT)/%)
 
 ALLOCATOR ?= glibc
+POOL ?= on
 
-.PHONY: examples check-demo check-demo-run demo-run deps-allocator deps-demo-tools
+.PHONY: examples check-demo check-demo-run demo-run deps-allocator deps-demo-tools \
+        demo-allocators demo-allocators-run
 
 examples: $(EX_OUT)/relayd $(EX_OUT)/httpd $(EX_OUT)/loadgen $(EXAMPLE_BIN)
 
@@ -74,8 +85,20 @@ demo: deps-demo deps-demo-tools deps-allocator
 	@$(MAKE) --no-print-directory demo-run
 
 demo-run: $(EX_OUT)/relayd $(EX_OUT)/httpd $(EX_OUT)/loadgen
-	@examples/demo.sh --bin $(EX_OUT) --out $(EX_DEMO_OUT)$(if $(filter-out glibc,$(ALLOCATOR)),-$(ALLOCATOR)) \
-	  --allocator $(ALLOCATOR)
+	@case "$(POOL)" in on|off) ;; *) echo "POOL must be on or off"; exit 1 ;; esac
+	@examples/demo.sh --bin $(EX_OUT) \
+	  --out $(EX_DEMO_OUT)$(if $(filter-out glibc,$(ALLOCATOR)),-$(ALLOCATOR))$(if $(filter off,$(POOL)),-nopool) \
+	  --allocator $(ALLOCATOR) --pool $(POOL)
+
+# Every allocator, with and without the pool: doc/allocators.md's figures.
+demo-allocators: deps-demo
+	$(call need,sh -c 'ldconfig -p | grep -q libjemalloc.so.2',libjemalloc2)
+	$(call need,sh -c 'ldconfig -p | grep -q libmimalloc.so.2',libmimalloc2.0)
+	$(call need,command -v gnuplot,gnuplot-nox)
+	@$(MAKE) --no-print-directory demo-allocators-run
+
+demo-allocators-run: $(EX_OUT)/relayd $(EX_OUT)/loadgen
+	@tests/demo/allocators.sh --bin $(EX_OUT) --out $(OUT)/allocators
 
 check-demo: deps-demo
 	@$(MAKE) --no-print-directory check-demo-run

@@ -13,11 +13,11 @@
  * Like a relay, relayd queues a response as soon as it is asked for, without
  * waiting for the client to read: a client that asks and never reads makes
  * the daemon hold data it can never send (the "sniper" attack).  The
- * defence, built on libmemquota-event (<memquota/event.h>):
+ * defence, built on libmemquota and libmemquota-event (<memquota/event.h>):
  *  - every connection is an account, named by its peer address; its input
- *    and output evbuffers are tracked participants
- *    (memq_evbuffer_new_bufferevent()), so the tracker knows the age of
- *    each connection's oldest unsent byte;
+ *    evbuffer is a tracked participant (memq_evbuffer_new_bufferevent()),
+ *    and so is its output (see "Where responses live" below), so the
+ *    tracker knows the age of each connection's oldest unsent byte;
  *  - when the total crosses --max, reclamation runs in the event loop at
  *    priority 0 (memq_event_attach(): the claim that crosses max activates
  *    it, so it runs as soon as the callback that claimed returns) and
@@ -38,6 +38,33 @@
  *    OS says memory is short, and --rss-max reclaims when the process's
  *    resident memory passes it.
  *
+ * Where responses live.  By default in the tracker's chunk pool
+ * (memq_tracker_pool(), <memquota/pool.h>), so that what reclamation frees
+ * goes back to the OS at once, whatever the malloc, and RSS follows the
+ * tracked total.  Each connection's output is a participant of relayd's
+ * own (struct outq): a response is cut into pieces of up to 64 KiB (a
+ * pool class), each allocated with memq_pool_alloc_at() stamped with the
+ * time it was built (which claims it), filled, and handed to libevent
+ * without a copy (evbuffer_add_reference()).  libevent calls the cleanup
+ * callback when it has sent or dropped the piece, and the chunk is freed
+ * there (memq_pool_dealloc(), which releases it).  The participant's age
+ * is the stamp of the oldest piece libevent still holds (a FIFO of the
+ * pieces, in the order they were queued); a reclaim closes the connection
+ * as for any other victim.  The output evbuffer is not tracked otherwise,
+ * so nothing is counted twice.  Lifetimes: the outq is reference-counted,
+ * one reference for the connection and one per piece libevent holds, so a
+ * cleanup that runs after the connection is gone (libevent finalizes a
+ * freed bufferevent later, possibly after the tracker is freed) still
+ * finds it; such a cleanup frees its chunk with no participation
+ * (memq_pool_dealloc(NULL, chunk): its claim went with the participation).
+ * A closing connection drains its output itself first (thawing the start
+ * that a bufferevent keeps frozen), so its chunks are freed and released
+ * at once, then frees its participation.
+ * --no-pool keeps the previous design for comparison: the output evbuffer
+ * is tracked by memq_evbuffer_new_bufferevent() too, and responses are
+ * copied into libevent's malloc'd chains (pieces of 64 KiB - 256 bytes,
+ * which fill 64 KiB chains), so RSS depends on the allocator.
+ *
  * Honest latency under attack: requests are served by deficit round robin
  * (a connection earns 64 KiB of responses per loop turn; its backlog waits
  * behind every other connection's), so an attacker's pipelined requests
@@ -55,11 +82,15 @@
  * trace_flushed()), for latency studies with loadgen --trace.
  *
  * Nothing a client sends is allocated without being claimed: request lines
- * are read into a bounded input buffer (tracked), responses into the
- * tracked output buffer.  Per-connection bookkeeping (about 3 KiB: the
- * connection, its bufferevent, two trackers, the library's handles) is not
- * claimed but is bounded by --max-conns; so is the --prometheus endpoint's
- * (loopback, bounded request size, one dump per request).
+ * are read into a bounded input buffer (tracked), responses into pool
+ * chunks (claimed) or, with --no-pool, the tracked output buffer.
+ * Per-connection bookkeeping (about 3 KiB: the connection, its
+ * bufferevent, two participations, the library's handles) is not claimed
+ * but is bounded by --max-conns; nor is, with the pool, libevent's chain
+ * header of each piece and its entry in the FIFO (about 100 bytes per
+ * piece: 0.15% of a full 64 KiB piece, and a connection has at most one
+ * piece smaller than 64 KiB per response); nor is the --prometheus
+ * endpoint's (loopback, bounded request size, one dump per request).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -77,6 +108,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -92,7 +124,8 @@
 #define QUANTUM 65536        /* response bytes a connection earns per loop turn */
 #define NOTSENT_LOWAT 16384  /* unsent bytes the kernel may hold per socket (+ one write) */
 #define SINGLE_WRITE 65536   /* the most written to one socket per loop turn */
-#define PATTERN_SIZE (65536 - 256) /* responses are appended in pieces this big */
+#define POOL_PIECE 65536     /* pool: a response piece, the pool's largest class */
+#define CHAIN_PIECE (65536 - 256) /* --no-pool: pieces that fill 64 KiB chains */
 #define TICK_MS 10           /* housekeeping period */
 #define ERR_LINGER_S 5       /* an ERR line not read within this is dropped */
 #define CACHE_MAX 16384      /* memq_config cache_max (the library default) */
@@ -108,11 +141,32 @@ typedef struct slot_list {
     conn *head, *tail;
 } slot_list;
 
+/* Pool mode: a connection's output as a participant (see "Where responses
+ * live" above).  One reference for the connection and one per piece
+ * libevent holds; freed with the last, which may come after the
+ * connection (and its participation) are gone. */
+typedef struct piece {
+    void *chunk;     /* NULL: freed out of order, skipped when it comes to the head */
+    memq_time stamp; /* when it was built */
+} piece;
+
+typedef struct outq {
+    conn *c;                /* NULL once the connection is closed */
+    memq_participation *p;  /* NULL once freed: chunks then go with no participation */
+    size_t refs;
+    size_t bytes;           /* pool bytes of the pieces libevent holds: their claims */
+    size_t pieces;          /* pieces libevent holds */
+    piece *fifo;            /* a ring of n entries from head, oldest first */
+    size_t head, n, cap;
+} outq;
+
 struct conn {
     relay *r;
     struct bufferevent *bev;
     memq_account *account;
-    memq_evbuffer *in_track, *out_track;
+    memq_evbuffer *in_track;
+    memq_evbuffer *out_track; /* --no-pool: the output, tracked */
+    outq *out;                /* pool: the output's pieces */
     struct conn *prev, *next;   /* its slot list (see struct relay), the idlest first */
     struct conn *wprev, *wnext; /* connections with requests waiting */
     bool waiting;
@@ -132,8 +186,8 @@ struct conn {
 typedef struct options {
     int port;
     int prometheus_port; /* -1: off */
-    size_t max, low_water, max_request, rss_cap, rss_max, pressure_low_water;
-    bool no_quota, no_pressure_watch;
+    size_t max, low_water, max_request, rss_cap, rss_max, pressure_low_water, pool_reserve;
+    bool no_quota, no_pressure_watch, no_pool;
     unsigned max_conns;
     double stats_interval;
     const char *trace;
@@ -145,6 +199,7 @@ struct relay {
     struct event_base *base;
     memq_tracker *tracker;
     memq_event *mev;
+    memq_pool *pool; /* the tracker's own; NULL with --no-pool */
     bool unlimited, paused;
     size_t max, low_water;
     struct event *resume_ev, *tick_ev, *sigint_ev, *sigterm_ev, *relisten_ev;
@@ -167,7 +222,7 @@ struct relay {
     int exit_code;
 };
 
-static char pattern[PATTERN_SIZE];
+static char pattern[POOL_PIECE];
 
 /* ======================================================================
  * Small helpers
@@ -266,11 +321,19 @@ static size_t peak_tracked(relay *r, const memq_stats *st)
 }
 
 /* One line of key=value pairs, without the newline.  cgroup_usage only
- * where the process has a cgroup with a memory controller. */
+ * where the process has a cgroup with a memory controller.  pool= says
+ * where responses live; slack= is the pool's slack counted in used, and
+ * pool_in_use=, pool_resident=, pool_returned= the pool's own figures
+ * (participants' chunks, bytes held from the OS, bytes given back so far;
+ * 0 with --no-pool). */
 static int format_stats(relay *r, char *buf, size_t len)
 {
     memq_stats st;
     memq_tracker_stats(r->tracker, &st);
+    memq_pool_stats ps;
+    memset(&ps, 0, sizeof ps);
+    if (r->pool != NULL)
+        memq_pool_get_stats(r->pool, &ps);
     size_t used = r->unlimited ? memq_tracker_used(r->tracker) : st.used;
     size_t peak = peak_tracked(r, &st);
     size_t rss = st.rss != 0 ? st.rss : rss_bytes();
@@ -279,13 +342,15 @@ static int format_stats(relay *r, char *buf, size_t len)
                      "peak_rss=%zu low_water=%zu cached=%zu conns=%zu participants=%zu"
                      " episodes=%" PRIu64 " killed=%" PRIu64 " evicted=%" PRIu64
                      " requests=%" PRIu64 " pressure_events=%" PRIu64
-                     " pressure_episodes=%" PRIu64 " untracked=%" PRId64 " uptime_ms=%" PRIu64,
+                     " pressure_episodes=%" PRIu64 " untracked=%" PRId64 " uptime_ms=%" PRIu64
+                     " pool=%s slack=%zu pool_in_use=%zu pool_resident=%zu pool_returned=%" PRIu64,
                      used, st.max, st.accounts, st.accounts_reclaimed, rss, peak,
                      peak_rss_bytes(), st.low_water, st.cached, r->nconns, st.participants,
                      st.episodes, r->killed, r->evicted, r->requests, st.pressure_events,
                      st.pressure_episodes,
                      st.rss != 0 ? st.untracked : (int64_t)rss - (int64_t)used,
-                     ms_since_start(r, now_ns()));
+                     ms_since_start(r, now_ns()), r->pool != NULL ? "on" : "off", st.slack,
+                     ps.in_use, ps.resident, ps.returned);
     if (st.cgroup_usage != 0 && n > 0 && (size_t)n < len)
         n += snprintf(buf + n, len - (size_t)n, " cgroup_usage=%zu", st.cgroup_usage);
     return n;
@@ -385,10 +450,93 @@ static void touch(conn *c)
     }
 }
 
+/* ======================================================================
+ * Pool mode: the output's pieces
+ * ====================================================================== */
+
+static void outq_unref(outq *o)
+{
+    if (--o->refs > 0)
+        return;
+    free(o->fifo);
+    free(o);
+}
+
+/* Append a piece to the FIFO (the ring doubles when full). */
+static bool fifo_push(outq *o, void *chunk, memq_time stamp)
+{
+    if (o->n == o->cap) {
+        size_t cap = o->cap == 0 ? 16 : o->cap * 2;
+        piece *f = malloc(cap * sizeof *f);
+        if (f == NULL)
+            return false;
+        for (size_t i = 0; i < o->n; i++)
+            f[i] = o->fifo[(o->head + i) % o->cap];
+        free(o->fifo);
+        o->fifo = f;
+        o->cap = cap;
+        o->head = 0;
+    }
+    o->fifo[(o->head + o->n) % o->cap] = (piece){chunk, stamp};
+    o->n++;
+    return true;
+}
+
+/* Forget a piece libevent gave back.  libevent frees a buffer's chains
+ * front to back, so it is the head; any other is marked and skipped when
+ * it comes to the head, so that the head is always a piece still held. */
+static void fifo_remove(outq *o, const void *chunk)
+{
+    for (size_t i = 0; i < o->n; i++) {
+        piece *e = &o->fifo[(o->head + i) % o->cap];
+        if (e->chunk == chunk) {
+            e->chunk = NULL;
+            break;
+        }
+    }
+    while (o->n > 0 && o->fifo[o->head].chunk == NULL) {
+        o->head = (o->head + 1) % o->cap;
+        o->n--;
+    }
+}
+
+/* libevent's cleanup callback for a piece: it was sent, drained or freed
+ * with its buffer (then maybe after the connection is gone, and after the
+ * tracker is freed).  Free the chunk, releasing it from the connection's
+ * participation if that still exists; with NULL otherwise (its claim went
+ * with the participation: see memq_pool_dealloc(3)). */
+static void piece_done(const void *data, size_t len, void *arg)
+{
+    (void)len;
+    outq *o = arg;
+    void *chunk = (void *)(uintptr_t)data;
+    size_t size = memq_pool_chunk_size(chunk);
+    fifo_remove(o, chunk);
+    o->bytes -= size < o->bytes ? size : o->bytes;
+    o->pieces--;
+    memq_pool_dealloc(o->p, chunk);
+    outq_unref(o);
+}
+
+/* Empty a bufferevent's output now.  Its start is frozen while the
+ * bufferevent lives (only the bufferevent drains it), so evbuffer_drain()
+ * alone fails: thaw, drain and freeze again.  With the pool, libevent
+ * calls piece_done() for every piece here, so the chunks go back to the
+ * pool at once, released from a participation still alive. */
+static void drain_output(struct evbuffer *out)
+{
+    size_t len = evbuffer_get_length(out);
+    if (len == 0 || evbuffer_drain(out, len) == 0)
+        return;
+    evbuffer_unfreeze(out, 1);
+    evbuffer_drain(out, len);
+    evbuffer_freeze(out, 1);
+}
+
 /* The normal close path: stop tracking, free the buffers at once, close
  * the socket, close the account.  A reclaimed or evicted connection is
  * reset (SO_LINGER 0), so that the kernel drops what it still holds for
- * the peer too.  May run inside on_collapse. */
+ * the peer too.  May run inside on_collapse or the output's reclaim. */
 static void conn_close(conn *c, enum close_how how)
 {
     relay *r = c->r;
@@ -403,7 +551,19 @@ static void conn_close(conn *c, enum close_how how)
     struct evbuffer *in = bufferevent_get_input(c->bev);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     evbuffer_drain(in, evbuffer_get_length(in));
-    evbuffer_drain(out, evbuffer_get_length(out));
+    drain_output(out);
+    if (c->out != NULL) {
+        /* Every piece was freed by the drain, unless libevent still holds
+         * one (it never does on Linux, but a pinned chain's cleanup waits
+         * for its buffer's end): the participation's claims go with it,
+         * and such a piece is freed later with no participation. */
+        outq *o = c->out;
+        memq_participation_free(o->p);
+        o->p = NULL;
+        o->c = NULL;
+        c->out = NULL;
+        outq_unref(o);
+    }
     if (how != CLOSE_NORMAL) {
         struct linger lg = {1, 0};
         setsockopt(bufferevent_getfd(c->bev), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -437,29 +597,134 @@ static bool evict_idlest(relay *r)
     return true;
 }
 
-/* Both tracked buffers' on_collapse: reclamation chose this connection.
- * The first to collapse tears it down; the other is freed with it. */
+/* What c's output claims, and the stamp of its oldest byte. */
+static size_t out_claimed(const conn *c)
+{
+    return c->out != NULL ? c->out->bytes : memq_evbuffer_claimed(c->out_track);
+}
+
+static bool out_oldest_stamp(const conn *c, memq_time *when)
+{
+    if (c->out == NULL)
+        return memq_evbuffer_oldest(c->out_track, when);
+    if (c->out->n == 0)
+        return false;
+    *when = c->out->fifo[c->out->head].stamp;
+    return true;
+}
+
+/* Reclamation chose this connection: the input's on_collapse, the
+ * output's on_collapse (--no-pool) or the output's reclaim (pool).  The
+ * first to be asked tears it down; the others are freed with it. */
 static void conn_reclaimed(void *ctx)
 {
     conn *c = ctx;
     relay *r = c->r;
     r->killed++;
+    size_t held = out_claimed(c) + memq_evbuffer_claimed(c->in_track);
     if (r->first_kill_ns == 0) {
         r->first_kill_ns = now_ns();
         memq_time oldest = 0;
         double age_ms = 0;
-        if (memq_evbuffer_oldest(c->out_track, &oldest))
+        if (out_oldest_stamp(c, &oldest))
             age_ms = (double)(memq_tracker_now(r->tracker) - oldest) / 1e6;
         say("first reclamation %.1f ms after the first crossing of max: closed %s, "
             "holding %zu bytes, its oldest %.0f ms old",
-            (double)(r->first_kill_ns - r->first_crossing_ns) / 1e6, c->name,
-            memq_evbuffer_claimed(c->out_track) + memq_evbuffer_claimed(c->in_track),
-            age_ms);
+            (double)(r->first_kill_ns - r->first_crossing_ns) / 1e6, c->name, held, age_ms);
     } else if (r->opt.verbose) {
-        say("reclaimed %s (%zu bytes)", c->name,
-            memq_evbuffer_claimed(c->out_track) + memq_evbuffer_claimed(c->in_track));
+        say("reclaimed %s (%zu bytes)", c->name, held);
     }
     conn_close(c, CLOSE_RECLAIMED);
+}
+
+/* The output's participant callbacks (pool mode).  Its age is the oldest
+ * piece libevent holds.  A byte stream cannot lose bytes from its middle,
+ * so a reclaim request, like a notice that the account was closed, closes
+ * the connection; its pieces are freed and released before this returns
+ * (the participation is freed too, which the library allows from its own
+ * callback, and the answer is then ignored). */
+static bool out_oldest(void *self, memq_time *when)
+{
+    const outq *o = self;
+    if (o->n == 0)
+        return false;
+    *when = o->fifo[o->head].stamp;
+    return true;
+}
+
+static memq_reclaim_status out_reclaim(void *self, const memq_reclaim_request *req)
+{
+    (void)req;
+    outq *o = self; /* may be freed by conn_close(): not touched after */
+    if (o->c != NULL)
+        conn_reclaimed(o->c);
+    return MEMQ_RECLAIMED_COLLAPSING;
+}
+
+static const memq_participant_ops out_ops = {out_oldest, out_reclaim};
+
+/* Queue n <= POOL_PIECE bytes as one piece: a pool chunk claimed by the
+ * output's participation, stamped now, filled, and referenced by the
+ * output evbuffer without a copy.  Returns 0, or what memq_pool_alloc_at()
+ * returns (MEMQ_ECLOSED: the account was closed), or MEMQ_ENOMEM; on
+ * failure nothing is queued or claimed. */
+static int out_piece(conn *c, const void *data, size_t n)
+{
+    relay *r = c->r;
+    outq *o = c->out;
+    memq_time now = memq_tracker_now(r->tracker);
+    void *chunk;
+    int rc = memq_pool_alloc_at(r->pool, o->p, n, now, &chunk);
+    if (rc != 0)
+        return rc;
+    memcpy(chunk, data, n);
+    if (!fifo_push(o, chunk, now)) {
+        memq_pool_dealloc(o->p, chunk);
+        return MEMQ_ENOMEM;
+    }
+    if (evbuffer_add_reference(bufferevent_get_output(c->bev), chunk, n, piece_done, o) != 0) {
+        fifo_remove(o, chunk); /* libevent calls no cleanup when it fails */
+        memq_pool_dealloc(o->p, chunk);
+        return MEMQ_ENOMEM;
+    }
+    o->refs++;
+    o->pieces++;
+    o->bytes += memq_pool_chunk_size(chunk);
+    return 0;
+}
+
+/* Queue n bytes on c's output: pool pieces of up to 64 KiB, or (with
+ * --no-pool) the tracked evbuffer.  Returns 0; MEMQ_ECLOSED if c was
+ * reclaimed meanwhile (--no-pool: on_collapse closed it) or its account
+ * closed (pool: c is still open); another error. */
+static int out_add(conn *c, const void *data, size_t n)
+{
+    if (c->out == NULL)
+        return memq_evbuffer_add(c->out_track, data, n);
+    const char *p = data;
+    while (n > 0) {
+        size_t piece_n = n < POOL_PIECE ? n : POOL_PIECE;
+        int rc = out_piece(c, p, piece_n);
+        if (rc != 0)
+            return rc;
+        p += piece_n;
+        n -= piece_n;
+    }
+    return 0;
+}
+
+/* out_add() for a response or a STATS line; false if c is gone. */
+static bool out_add_or_close(conn *c, const void *data, size_t n)
+{
+    int rc = out_add(c, data, n);
+    if (rc == 0)
+        return true;
+    if (rc == MEMQ_ECLOSED && c->out == NULL)
+        return false; /* collapsed: on_collapse closed c */
+    if (rc != MEMQ_ECLOSED)
+        say("%s queueing a response to %s: closing it", memq_strerror(rc), c->name);
+    conn_close(c, rc == MEMQ_ECLOSED ? CLOSE_RECLAIMED : CLOSE_NORMAL);
+    return false;
 }
 
 /* Answer "ERR reason" and close once it is flushed (or after
@@ -472,14 +737,24 @@ static void conn_error(conn *c, const char *reason)
     waiting_remove(c->r, c);
     bufferevent_disable(c->bev, EV_READ);
     bufferevent_set_timeouts(c->bev, NULL, &linger);
-    evbuffer_add_printf(bufferevent_get_output(c->bev), "ERR %s\n", reason);
+    if (c->out == NULL) {
+        /* Tracked by the output's memq_evbuffer, which never closes c
+         * here (a collapse it owes waits for the next memq_evbuffer_add) */
+        evbuffer_add_printf(bufferevent_get_output(c->bev), "ERR %s\n", reason);
+        return;
+    }
+    char msg[MAX_LINE];
+    int len = snprintf(msg, sizeof msg, "ERR %s\n", reason);
+    if (len > 0 && (size_t)len < sizeof msg)
+        out_add(c, msg, (size_t)len); /* never closes c; if it fails, the close comes anyway */
 }
 
-/* Queue n bytes at once, as a relay queues what its upstream sends.
- * memq_evbuffer_add() fills libevent's chains (a new chain is sized to the
- * power of two above data + header: one evbuffer_add() of 1 MiB would take
- * a 2 MiB chain), so the claims stay close to the memory.  Returns false
- * if c was closed (reclaimed meanwhile: on_collapse freed it). */
+/* Queue n bytes at once, as a relay queues what its upstream sends: pool
+ * pieces of 64 KiB, or with --no-pool pieces that memq_evbuffer_add()
+ * lays into libevent's chains so that they fill them (a new chain is
+ * sized to the power of two above data + header: one evbuffer_add() of
+ * 1 MiB would take a 2 MiB chain), so the claims stay close to the
+ * memory.  Returns false if c was closed. */
 static bool respond(conn *c, size_t n)
 {
     relay *r = c->r;
@@ -492,17 +767,12 @@ static bool respond(conn *c, size_t n)
         if (r->capped)
             return true; /* stopping: queue nothing more */
     }
+    size_t step = c->out != NULL ? POOL_PIECE : CHAIN_PIECE;
     while (n > 0) {
-        size_t piece = n < PATTERN_SIZE ? n : PATTERN_SIZE;
-        int rc = memq_evbuffer_add(c->out_track, pattern, piece);
-        if (rc == MEMQ_ECLOSED)
-            return false; /* collapsed: on_collapse closed c */
-        if (rc != 0) {
-            say("%s queueing a response to %s: closing it", memq_strerror(rc), c->name);
-            conn_close(c, CLOSE_NORMAL);
+        size_t piece_n = n < step ? n : step;
+        if (!out_add_or_close(c, pattern, piece_n))
             return false;
-        }
-        n -= piece;
+        n -= piece_n;
     }
     return true;
 }
@@ -567,19 +837,12 @@ static bool handle(conn *c, char *line)
         return true;
     }
     if (strcmp(line, "STATS") == 0) {
-        char buf[1024];
+        char buf[2048];
         int len = format_stats(r, buf, sizeof buf - 1);
         if (len < 0 || (size_t)len >= sizeof buf - 1)
             len = (int)strlen(buf);
         buf[len++] = '\n';
-        int rc = memq_evbuffer_add(c->out_track, buf, (size_t)len);
-        if (rc == MEMQ_ECLOSED)
-            return false; /* collapsed: on_collapse closed c */
-        if (rc != 0) {
-            conn_close(c, CLOSE_NORMAL);
-            return false;
-        }
-        return true;
+        return out_add_or_close(c, buf, (size_t)len);
     }
     conn_error(c, line[0] == '\0' ? "empty request" : "unknown request");
     return false;
@@ -715,9 +978,23 @@ static void on_accept(struct evconnlistener *lst, evutil_socket_t fd, struct soc
     if (rc == 0)
         rc = memq_evbuffer_new_bufferevent(c->account, c->bev, MEMQ_EVBUFFER_INPUT,
                                            conn_reclaimed, c, &c->in_track);
-    if (rc == 0)
+    if (rc == 0 && r->pool == NULL) {
         rc = memq_evbuffer_new_bufferevent(c->account, c->bev, MEMQ_EVBUFFER_OUTPUT,
                                            conn_reclaimed, c, &c->out_track);
+    } else if (rc == 0) {
+        /* The output as a participant of our own: its pieces are pool
+         * chunks (see "Where responses live"). */
+        c->out = calloc(1, sizeof *c->out);
+        rc = c->out == NULL ? MEMQ_ENOMEM
+                            : memq_participant_register(c->account, &out_ops, c->out, &c->out->p);
+        if (rc == 0) {
+            c->out->c = c;
+            c->out->refs = 1;
+        } else {
+            free(c->out);
+            c->out = NULL;
+        }
+    }
     if (rc != 0) {
         say("cannot track connection %s: %s", c->name, memq_strerror(rc));
         memq_evbuffer_free(c->in_track);
@@ -852,7 +1129,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     uint64_t now = now_ns();
     if (r->opt.stats_interval > 0 &&
         (double)(now - r->last_stats_ns) >= r->opt.stats_interval * 1e9) {
-        char buf[1024];
+        char buf[2048];
         format_stats(r, buf, sizeof buf);
         say("%s", buf);
         r->last_stats_ns = now;
@@ -923,6 +1200,12 @@ static void usage(FILE *f)
           "  --max SIZE           quota, the high-water mark (default 64MiB; 'auto')\n"
           "  --low-water SIZE     reclamation stops at or below this (default 75% of max)\n"
           "  --no-quota           tracking off (MEMQ_UNLIMITED): the unprotected baseline\n"
+          "  --no-pool            responses in libevent's malloc'd chains, tracked as an\n"
+          "                       evbuffer (the design before the pool), instead of\n"
+          "                       chunks of the tracker's pool handed to libevent by\n"
+          "                       reference, which go back to the OS as soon as they are\n"
+          "                       sent or reclaimed\n"
+          "  --pool-reserve SIZE  free pool pages kept resident for reuse (default 256KiB)\n"
           "  --max-request SIZE   largest GET served (default 1MiB)\n"
           "  --max-conns N        connection slots (default 1024); at the limit a new\n"
           "                       connection closes the one idle the longest\n"
@@ -966,13 +1249,15 @@ static bool parse_port(const char *name, const char *text, int *out)
 
 static int parse_options(int argc, char **argv, options *o)
 {
-    enum { O_PORT = 1, O_MAX, O_LOW, O_NOQ, O_MAXREQ, O_MAXCONN, O_CAP, O_RSSMAX, O_PLOW,
+    enum { O_PORT = 1, O_MAX, O_LOW, O_NOQ, O_NOPOOL, O_RESERVE, O_MAXREQ, O_MAXCONN, O_CAP, O_RSSMAX, O_PLOW,
            O_NOPW, O_STATS, O_PROM, O_TRACE, O_VERB, O_HELP };
     static const struct option longs[] = {
         {"port", required_argument, NULL, O_PORT},
         {"max", required_argument, NULL, O_MAX},
         {"low-water", required_argument, NULL, O_LOW},
         {"no-quota", no_argument, NULL, O_NOQ},
+        {"no-pool", no_argument, NULL, O_NOPOOL},
+        {"pool-reserve", required_argument, NULL, O_RESERVE},
         {"max-request", required_argument, NULL, O_MAXREQ},
         {"max-conns", required_argument, NULL, O_MAXCONN},
         {"rss-cap", required_argument, NULL, O_CAP},
@@ -1008,6 +1293,13 @@ static int parse_options(int argc, char **argv, options *o)
             break;
         case O_NOQ:
             o->no_quota = true;
+            break;
+        case O_NOPOOL:
+            o->no_pool = true;
+            break;
+        case O_RESERVE:
+            if (!parse_size_opt("--pool-reserve", optarg, &o->pool_reserve))
+                return 2;
             break;
         case O_MAXREQ:
             if (!parse_size_opt("--max-request", optarg, &o->max_request))
@@ -1077,6 +1369,7 @@ static int setup_tracker(relay *r)
     cfg.max = r->opt.no_quota ? MEMQ_UNLIMITED : r->opt.max;
     cfg.low_water = r->opt.no_quota ? 0 : r->opt.low_water;
     cfg.cache_max = CACHE_MAX;
+    cfg.pool_reserve = r->opt.pool_reserve;
     cfg.reclaim_mode = MEMQ_RECLAIM_MANUAL;
     cfg.wakeup = on_wakeup;
     cfg.wakeup_ctx = r;
@@ -1106,6 +1399,10 @@ static int setup_tracker(relay *r)
     r->unlimited = r->opt.no_quota;
     r->max = st.max;
     r->low_water = st.low_water;
+    if (!r->opt.no_pool && (r->pool = memq_tracker_pool(r->tracker)) == NULL) {
+        say("cannot create the chunk pool (try --no-pool)");
+        return -1;
+    }
     return 0;
 }
 
@@ -1179,7 +1476,7 @@ static int setup_events(relay *r)
 
 static void print_final(relay *r)
 {
-    char buf[1024];
+    char buf[2048];
     format_stats(r, buf, sizeof buf);
     memq_stats st;
     memq_tracker_stats(r->tracker, &st);
@@ -1187,11 +1484,16 @@ static void print_final(relay *r)
     memq_event_get_stats(r->mev, &es);
     size_t bound = tracked_bound(r);
     uint64_t first_crossing_ns = r->first_crossing_ns;
+    struct rusage ru;
+    double cpu_ms = -1;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        cpu_ms = (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+                 (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
     printf("FINAL %s reason=%s quota=%zu bound=%zu cache_max=%d max_request=%zu "
            "input_limit=%d peak_conns=%zu peak_participants=%zu first_crossing_ms=%" PRIu64
            " first_kill_ms=%" PRIu64 " reaction_us=%.0f reclaim_ms_total=%.3f episode_ms_max=%.3f"
            " unreclaimable=%" PRIu64 " errors=%" PRIu64 " accept_errors=%" PRIu64
-           " reclaim_runs=%" PRIu64 " rss_episodes=%" PRIu64 " watch_source=%d\n",
+           " reclaim_runs=%" PRIu64 " rss_episodes=%" PRIu64 " watch_source=%d cpu_ms=%.0f\n",
            buf, r->exit_reason, r->unlimited ? SIZE_MAX : r->max, bound, CACHE_MAX,
            r->opt.max_request, INPUT_LIMIT, r->peak_conns, r->peak_participants,
            ms_since_start(r, first_crossing_ns), ms_since_start(r, r->first_kill_ns),
@@ -1200,7 +1502,7 @@ static void print_final(relay *r)
                : -1.0,
            (double)st.reclaim_ns_total / 1e6, (double)st.episode_ns_max / 1e6,
            st.unreclaimable_events, r->errors, r->accept_errors, es.runs, st.rss_episodes,
-           st.watch_source);
+           st.watch_source, cpu_ms);
     fflush(stdout);
     say("stopped (%s): %zu connections accepted, %" PRIu64 " reclaimed, %" PRIu64
         " episodes, peak tracked %zu bytes, peak RSS %zu bytes",
@@ -1241,7 +1543,7 @@ int main(int argc, char **argv)
     if (rc != 0)
         return rc == 1 ? 0 : 2;
     signal(SIGPIPE, SIG_IGN);
-    for (size_t i = 0; i < PATTERN_SIZE; i++)
+    for (size_t i = 0; i < POOL_PIECE; i++)
         pattern[i] = "0123456789abcdefghijklmnopqrstuvwxyz\n"[i % 37];
     r.start_ns = r.last_stats_ns = now_ns();
     r.loop_thread = pthread_self();
@@ -1261,8 +1563,9 @@ int main(int argc, char **argv)
     if (r.unlimited)
         say("quota off (--no-quota): tracking disabled%s", r.opt.rss_cap ? ", RSS capped" : "");
     else
-        say("quota %zu bytes, low water %zu, largest request %zu", r.max, r.low_water,
-            r.opt.max_request);
+        say("quota %zu bytes, low water %zu, largest request %zu, responses in %s", r.max,
+            r.low_water, r.opt.max_request,
+            r.pool != NULL ? "the chunk pool" : "libevent's chains (--no-pool)");
     if (r.http != NULL)
         printf("PROMETHEUS port=%d\n", r.opt.prometheus_port);
     printf("READY port=%u\n", (unsigned)ntohs(sin.sin_port));

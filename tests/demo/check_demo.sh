@@ -15,13 +15,16 @@
 #       - peak tracked <= the bound relayd states (quota + caches + one step),
 #       - at least 95% of the attackers killed, no honest client killed,
 #       - honest throughput under attack >= 80% of the run without attack;
+#     and its responses were in the chunk pool (pool=on);
 #  2. relayd's STATS line has cached=, pressure_events=, untracked= (and
-#     cgroup_usage= only when it is not 0);
+#     cgroup_usage= only when it is not 0), pool=on and the pool's figures;
 #  3. relayd under memory pressure: a FIFO as $MEMORY_PRESSURE_WATCH, slow
 #     readers holding memory below the quota, one event written: tracked
-#     memory falls to --pressure-low-water, slow readers closed, no honest;
+#     memory falls to --pressure-low-water, slow readers closed, no honest,
+#     and the pool gave what was reclaimed back to the OS;
 #  4. relayd's connection slots: at --max-conns, idle connections are
-#     closed for new ones, and a new connection is served;
+#     closed for new ones, and a new connection is served (with --no-pool:
+#     responses in libevent's chains, STATS says pool=off);
 #  5. httpd under a slow-read attack (loadgen --http): every honest request
 #     answered 2xx on connections never closed, attackers reclaimed (all but
 #     those that still fit under the quota), peak tracked <= its bound;
@@ -174,6 +177,8 @@ if [ -n "$line" ]; then
     for k in honest_p99_ms honest_p99_ratio allocator pool idle_rss rss_after; do
         check "the RESULT line has $k=" has_key "$line" "$k"
     done
+    check "relayd's responses were in the chunk pool (pool=$(kv "$line" pool))" \
+        test "$(kv "$line" pool)" = on
 fi
 check "demo.sh exited 0 (its own verdict)" test "$status" -eq 0
 
@@ -195,6 +200,11 @@ if start pressure "" "MEMORY_PRESSURE_WATCH=$(cd "$OUT" && pwd)/pressure.fifo" \
         eval 'has_key "$before" cached && has_key "$before" pressure_events && has_key "$before" untracked'
     check "STATS shows cgroup_usage= only when it is not 0" \
         eval '! has_key "$before" cgroup_usage || [ "$(kv "$before" cgroup_usage)" != 0 ]'
+    check "STATS says pool=on, with slack=, pool_in_use=, pool_resident=, pool_returned=" \
+        eval '[ "$(kv "$before" pool)" = on ] && has_key "$before" slack && has_key "$before" pool_in_use &&
+              has_key "$before" pool_resident && has_key "$before" pool_returned'
+    check "the pool holds what the slow readers wait for ($(kv "$before" pool_in_use) bytes in use)" \
+        test "$(kv "$before" pool_in_use)" -ge $(((held - 1) << 20))
     check "slow readers hold $(kv "$before" used) bytes, above the pressure target $PLOW" \
         test "$(kv "$before" used)" -gt "$PLOW"
     timeout 5 sh -c "printf x > '$OUT/pressure.fifo'"
@@ -206,6 +216,10 @@ if start pressure "" "MEMORY_PRESSURE_WATCH=$(cd "$OUT" && pwd)/pressure.fifo" \
         ge "$(kv "$after" pressure_events)" 1
     check "tracked memory fell to $(kv "$after" used) <= target $PLOW + 1 MiB of honest traffic" \
         le "$(kv "$after" used)" $((PLOW + 1048576))
+    gone=$(($(kv "$before" used) - $(kv "$after" used)))
+    back=$(($(kv "$after" pool_returned) - $(kv "$before" pool_returned)))
+    check "the pool gave back to the OS $back bytes >= half of the $gone reclaimed" \
+        eval '[ "$back" -ge $((gone / 2)) ]'
     kill -TERM "$LPID"
     wait_loadgen pressure
     stop pressure
@@ -246,7 +260,9 @@ slots() {
     check "$name: exited 0 (code $RC)" test "$RC" = 0
 }
 echo "check-demo: 4. relayd's connection slots"
-slots relayd-slots relayd_stats "$BIN/relayd"
+slots relayd-slots relayd_stats "$BIN/relayd" --no-pool
+check "relayd --no-pool: STATS says pool=off" \
+    test "$(kv "$FINAL" pool)" = off
 
 # ---------------------------------------------------------------------------
 echo "check-demo: 5. httpd under a slow-read attack (loadgen --http)"
