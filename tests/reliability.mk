@@ -66,9 +66,13 @@ soak: $(OUT)/tests/soak
 # instead of 100 (memcheck is some 30 times slower).
 # ---------------------------------------------------------------------------
 VALGRIND_OUT := build/valgrind
+# Each program's limit, in seconds: one that hangs fails with its name.
+VALGRIND_TIMEOUT ?= 900
 # somalloc=nouserintercepts: leave check_oom's own malloc in place (it
 # forwards to the real one, which memcheck replaces as usual).
-VALGRIND_FLAGS := --tool=memcheck --error-exitcode=99 --leak-check=full \
+# --fair-sched=yes: threads that spin on a lock do not starve the others
+# (memcheck runs one thread at a time).
+VALGRIND_FLAGS := --tool=memcheck --error-exitcode=99 --leak-check=full --fair-sched=yes \
   --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
   --soname-synonyms=somalloc=nouserintercepts --track-fds=no --quiet
 
@@ -77,9 +81,11 @@ check-valgrind:
 	@$(MAKE) --no-print-directory OUT=$(VALGRIND_OUT) CFLAGS="-O1 -g" SAN= \
 	  $(TEST_SRC:tests/%.c=$(VALGRIND_OUT)/tests/%)
 	@failed=0; for t in $(TEST_SRC:tests/%.c=$(VALGRIND_OUT)/tests/%); do \
-	  echo "== valgrind $$t"; \
+	  echo "== valgrind $$t ($$(date +%T))"; \
 	  CK_FORK=no CK_DEFAULT_TIMEOUT=600 MEMQ_MODEL_SEEDS=1:24 MEMQ_VALGRIND=1 \
-	    $(VALGRIND) $(VALGRIND_FLAGS) $$t || failed=$$((failed+1)); \
+	    timeout -k 10 $(VALGRIND_TIMEOUT) $(VALGRIND) $(VALGRIND_FLAGS) $$t || \
+	    { rc=$$?; echo "$$t: exit status $$rc$$([ $$rc = 124 ] && echo ', timed out')"; \
+	      failed=$$((failed+1)); }; \
 	done; \
 	echo "valgrind: $(words $(TEST_SRC)) programs, failed: $$failed"; \
 	test $$failed = 0

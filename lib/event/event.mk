@@ -92,18 +92,21 @@ install-event: $(EVENT_STATIC) $(EVENT_SHARED)
 # check-valgrind, which runs after this.
 VALGRIND ?= valgrind
 VALGRIND_OUT ?= build/valgrind
-VALGRIND_FLAGS ?= --tool=memcheck --error-exitcode=99 --leak-check=full \
+VALGRIND_FLAGS ?= --tool=memcheck --error-exitcode=99 --leak-check=full --fair-sched=yes \
   --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
   --track-fds=no --quiet
+VALGRIND_TIMEOUT ?= 900
 EVENT_VALGRIND_BIN := $(EVENT_TEST_SRC:tests/event/%.c=$(VALGRIND_OUT)/tests/event/%)
 
 check-valgrind-event:
 	$(call need,command -v $(VALGRIND),valgrind)
 	@$(MAKE) --no-print-directory OUT=$(VALGRIND_OUT) CFLAGS="-O1 -g" SAN= $(EVENT_VALGRIND_BIN)
 	@failed=0; for t in $(EVENT_VALGRIND_BIN); do \
-	  echo "== valgrind $$t"; \
+	  echo "== valgrind $$t ($$(date +%T))"; \
 	  CK_FORK=no CK_DEFAULT_TIMEOUT=600 MEMQ_VALGRIND=1 \
-	    $(VALGRIND) $(VALGRIND_FLAGS) $$t || failed=$$((failed+1)); \
+	    timeout -k 10 $(VALGRIND_TIMEOUT) $(VALGRIND) $(VALGRIND_FLAGS) $$t || \
+	    { rc=$$?; echo "$$t: exit status $$rc$$([ $$rc = 124 ] && echo ', timed out')"; \
+	      failed=$$((failed+1)); }; \
 	done; \
 	echo "valgrind, libmemquota-event: $(words $(EVENT_VALGRIND_BIN)) programs, failed: $$failed"; \
 	test $$failed = 0
