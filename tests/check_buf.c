@@ -6,10 +6,13 @@
 
 #include "internal.h" /* the age index, to compare its key with the stamps */
 
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 /* The byte at stream offset i, so that content can be checked anywhere. */
 static unsigned char stream_byte(size_t i)
@@ -386,6 +389,44 @@ START_TEST(test_the_buffer_with_the_oldest_head_chunk_is_reclaimed_first)
     memq_buf_free(bo);
     memq_account_unref(young);
     memq_account_unref(old);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* An episode asks every participant of a candidate account for its oldest
+ * data, an empty buffer too: it answers that it holds none, so the
+ * account's age is its other data's.  Account a entered the age index
+ * first (its claim is the oldest) but holds younger data than b: once
+ * asked, a makes way for b, which is reclaimed alone.  An empty buffer
+ * that gave an age of its own (any older than b's data) would have had a
+ * reclaimed instead. */
+START_TEST(test_an_empty_buffer_in_a_candidate_account_gives_it_no_age)
+{
+    fake_clock clock = {0};
+    memq_tracker *t = tracker_make(1 * MIB, 700 * KIB, 0, MEMQ_RECLAIM_MANUAL, &clock);
+    memq_account *a = account_make(t), *b = account_make(t);
+    atomic_int collapses = 0;
+    memq_buf *empty = buf_make(a, &collapses);
+    collapser young, old;
+    fake_clock_set(&clock, 100);
+    collapser_start(&young, a, 600 * KIB, 600); /* claimed at 100, data of 600 */
+    fake_clock_set(&clock, 300);
+    collapser_start(&old, b, 600 * KIB, 300); /* crosses max */
+    fake_clock_set(&clock, 900);
+    ck_assert_int_eq(reclaim_until_done(t), 0);
+
+    ck_assert_int_eq(old.calls, 1);
+    ck_assert_int_eq(young.calls, 0);
+    ck_assert(memq_account_closed(b));
+    ck_assert(!memq_account_closed(a));
+    ck_assert(!memq_buf_closed(empty));
+    ck_assert_int_eq(atomic_load(&collapses), 0);
+    ck_assert_uint_eq(claims_of(t), 600 * KIB);
+    memq_buf_free(empty);
+    memq_participation_free(young.p);
+    memq_participation_free(old.p);
+    memq_account_unref(a);
+    memq_account_unref(b);
     memq_tracker_free(t);
 }
 END_TEST
@@ -839,6 +880,70 @@ START_TEST(test_an_add_whose_last_chunk_would_overflow_the_total_fails_and_chang
 }
 END_TEST
 
+/* The wakeup runs on the adding thread when a chunk's claim crosses max;
+ * here it drops the account's last reference, as another thread could at
+ * that moment, so the add's next chunk finds the account closed. */
+static memq_account *close_at_wakeup;
+
+static void wakeup_closing(void *ctx)
+{
+    (void)ctx;
+    memq_account *a = close_at_wakeup;
+    close_at_wakeup = NULL;
+    if (a != NULL)
+        memq_account_unref(a);
+}
+
+/* An add of several chunks whose third finds the account closed: the two
+ * it took go back to the pool with their claims, nothing is appended, and
+ * the buffer collapses (the add's bytes are not the caller's to lose:
+ * all or nothing). */
+START_TEST(test_an_add_whose_later_chunk_finds_the_account_closed_gives_back_the_chunks_it_took)
+{
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.max = 100 * KIB;
+    cfg.low_water = 50 * KIB;
+    cfg.cache_max = 0;
+    cfg.reclaim_mode = MEMQ_RECLAIM_MANUAL;
+    cfg.wakeup = wakeup_closing;
+    memq_tracker *t = NULL;
+    ck_assert_int_eq(memq_tracker_new(&t, &cfg), 0);
+    memq_account *a = account_make(t);
+    memq_pool_config pc;
+    memq_pool_config_init(&pc);
+    pc.reserve = 0;
+    pc.cache = 0; /* every chunk straight from and back to the spans */
+    memq_pool *pool = NULL;
+    ck_assert_int_eq(memq_pool_new(t, &pc, &pool), 0);
+    atomic_int collapses = 0;
+    memq_buf *b = NULL;
+    ck_assert_int_eq(memq_buf_new_pool(a, pool, count_collapse, &collapses, &b), 0);
+    size_t written = 0;
+    add_stream(b, &written, 1000);
+    memq_pool_stats st;
+    ck_assert_int_eq(memq_pool_get_stats(pool, &st), 0);
+    ck_assert_uint_eq(st.in_use, memq_buf_allocated(b));
+    ck_assert_uint_lt(claims_of(t), cfg.max / 2);
+
+    /* 64 KiB chunks: the second one's claim crosses max. */
+    close_at_wakeup = a;
+    static unsigned char more[300 * 1024];
+    ck_assert_int_eq(memq_buf_add(b, more, sizeof more), MEMQ_ECLOSED);
+    ck_assert_ptr_null(close_at_wakeup); /* the wakeup ran inside the add */
+    ck_assert(memq_buf_closed(b));
+    ck_assert_int_eq(atomic_load(&collapses), 1);
+    ck_assert_uint_eq(memq_buf_len(b), 0);
+    ck_assert_uint_eq(memq_buf_allocated(b), 0);
+    ck_assert_int_eq(memq_pool_get_stats(pool, &st), 0);
+    ck_assert_uint_eq(st.in_use, 0); /* the chunks it took, given back */
+    ck_assert_uint_eq(claims_of(t), 0);
+    memq_buf_free(b);
+    memq_pool_free(pool);
+    memq_tracker_free(t);
+}
+END_TEST
+
 /* ======================================================================
  * The pool the chunks come from
  * ====================================================================== */
@@ -898,6 +1003,90 @@ START_TEST(test_a_pool_of_another_tracker_is_refused)
 }
 END_TEST
 
+/* ======================================================================
+ * No address space for the tracker's pool
+ * ====================================================================== */
+
+/* Limits on the address space (RLIMIT_AS) are not for valgrind, which
+ * keeps its own map of it, nor for TSan, which maps shadow memory for
+ * each of the program's mappings; and they need a process in which no
+ * pool was made yet, as Check's fork mode gives each test. */
+static const char *no_fresh_address_space(void)
+{
+#if defined(__SANITIZE_THREAD__)
+    return "TSan maps shadow memory for each of the program's mappings";
+#else
+    if (getenv("MEMQ_VALGRIND") != NULL)
+        return "valgrind manages the address space itself";
+    const char *fork = getenv("CK_FORK");
+    if (fork != NULL && strcmp(fork, "no") == 0)
+        return "needs a process of its own (CK_FORK=no)";
+    return NULL;
+#endif
+}
+
+/* The process's address-space size (statm's first figure). */
+static size_t vm_size(void)
+{
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    char text[128];
+    ssize_t k = read(fd, text, sizeof text - 1);
+    close(fd);
+    ck_assert_int_gt(k, 0);
+    text[k] = '\0';
+    return (size_t)strtoull(text, NULL, 10) * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* RLIMIT_AS brought to `headroom` bytes above the process's size now:
+ * the next mappings beyond it fail with ENOMEM.  Returns the old limit. */
+static struct rlimit address_space_squeeze(size_t headroom)
+{
+    struct rlimit old, low;
+    ck_assert_int_eq(getrlimit(RLIMIT_AS, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)(vm_size() + headroom);
+    if (old.rlim_cur != RLIM_INFINITY && low.rlim_cur > old.rlim_cur)
+        low.rlim_cur = old.rlim_cur;
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &low), 0);
+    return old;
+}
+
+/* The first buffer of a process whose address space is limited: the
+ * tracker's pool cannot map its first metadata block (1 MiB), so the
+ * buffer is not made and its registration is undone. */
+START_TEST(test_a_buffer_is_not_made_when_the_trackers_pool_cannot_be_mapped)
+{
+    const char *why = no_fresh_address_space();
+    if (why != NULL) {
+        fprintf(stderr, "check_buf: test_a_buffer_is_not_made_when_the_trackers_pool_cannot_be_mapped "
+                        "skipped: %s\n",
+                why);
+        return;
+    }
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    memq_buf *b = (memq_buf *)&b;
+    struct rlimit old = address_space_squeeze(256 * KIB);
+    int rc = memq_buf_new(a, NULL, NULL, &b);
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &old), 0);
+    ck_assert_int_eq(rc, MEMQ_ENOMEM);
+    ck_assert_ptr_eq(b, (memq_buf *)&b);
+    memq_stats st;
+    memq_tracker_stats(t, &st);
+    ck_assert_uint_eq(st.participants, 0);
+    ck_assert(!memq_account_closed(a));
+    /* With the address space back, the next one gets the pool. */
+    b = buf_make(a, NULL);
+    size_t written = 0;
+    add_stream(b, &written, 3);
+    ck_assert_uint_eq(claims_of(t), memq_buf_allocated(b));
+    memq_buf_free(b);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
 static Suite *buf_suite(void)
 {
     Suite *s = suite_create("buf");
@@ -927,6 +1116,7 @@ static Suite *buf_suite(void)
     tcase_add_test(ages, test_draining_a_whole_chunk_exposes_the_next_chunks_stamp);
     tcase_add_test(ages, test_a_buffer_emptied_and_refilled_takes_the_new_time);
     tcase_add_test(ages, test_the_buffer_with_the_oldest_head_chunk_is_reclaimed_first);
+    tcase_add_test(ages, test_an_empty_buffer_in_a_candidate_account_gives_it_no_age);
     suite_add_tcase(s, ages);
 
     tcase_add_test(collapse, test_reclaim_collapses_the_buffer_and_calls_on_collapse_once);
@@ -939,6 +1129,8 @@ static Suite *buf_suite(void)
     tcase_add_test(collapse, test_an_add_racing_its_accounts_close_collapses_the_buffer);
     tcase_add_test(collapse, test_an_add_racing_tracker_shutdown_collapses_the_buffer);
     tcase_add_test(collapse, test_an_add_when_the_clock_reads_time_max_is_still_the_newest_data);
+    tcase_add_test(collapse,
+                   test_an_add_whose_later_chunk_finds_the_account_closed_gives_back_the_chunks_it_took);
     suite_add_tcase(s, collapse);
 
     tcase_set_timeout(threads, 60);
@@ -947,6 +1139,7 @@ static Suite *buf_suite(void)
     TCase *pool = tcase_create("pool");
     tcase_add_test(pool, test_chunks_come_from_the_pool_given_and_a_collapse_gives_their_pages_back);
     tcase_add_test(pool, test_a_pool_of_another_tracker_is_refused);
+    tcase_add_test(pool, test_a_buffer_is_not_made_when_the_trackers_pool_cannot_be_mapped);
     suite_add_tcase(s, pool);
     return s;
 }

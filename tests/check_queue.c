@@ -4,9 +4,14 @@
  */
 #include "container_helpers.h"
 
+#include <fcntl.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ======================================================================
  * Items and a ledger of what the queue freed
@@ -1058,6 +1063,53 @@ START_TEST(test_a_collapse_gives_the_nodes_back_to_the_trackers_pool)
 }
 END_TEST
 
+/* A cost that passes the check against the node's size but cannot be
+ * added to what the participation claims: the node was taken (and
+ * claimed) first, so it goes back to the pool with its claim, and the
+ * item stays the caller's. */
+START_TEST(test_a_cost_refused_after_the_node_was_taken_gives_the_node_back)
+{
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    memq_pool_config pc;
+    memq_pool_config_init(&pc);
+    pc.cache = 0; /* every node straight from and back to the spans */
+    memq_pool *pool = NULL;
+    ck_assert_int_eq(memq_pool_new(t, &pc, &pool), 0);
+    ledger l = {0};
+    memq_queue *q = NULL;
+    ck_assert_int_eq(memq_queue_new_pool(a, pool, MEMQ_QUEUE_COLLAPSE, ledger_free_item,
+                                         ledger_collapse, &l, &q), 0);
+    push_ok(q, 1, 100);
+    size_t in_use = pool_in_use(pool), used = memq_account_used(a), claims = claims_of(t);
+    ck_assert_uint_eq(in_use, 32);
+
+    item *it = item_new(2);
+    ck_assert_int_eq(memq_queue_push(q, it, SIZE_MAX - 64), MEMQ_EOVERFLOW);
+    ck_assert_uint_eq(pool_in_use(pool), in_use);
+    ck_assert_uint_eq(memq_account_used(a), used);
+    ck_assert_uint_eq(claims_of(t), claims);
+    ck_assert_uint_eq(memq_queue_len(q), 1);
+    ck_assert(!memq_queue_closed(q));
+    ck_assert_int_eq(atomic_load(&l.collapses), 0);
+    free(it); /* still ours */
+
+    push_ok(q, 3, 100); /* the queue goes on */
+    item *first = memq_queue_pop(q), *second = memq_queue_pop(q);
+    ck_assert_int_eq(first->id, 1);
+    ck_assert_int_eq(second->id, 3);
+    free(first);
+    free(second);
+    ck_assert_uint_eq(pool_in_use(pool), 0);
+    ck_assert_uint_eq(claims_of(t), claims - used);
+    memq_queue_free(q);
+    ck_assert_int_eq(atomic_load(&l.freed), 0);
+    memq_pool_free(pool);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
 START_TEST(test_a_pool_of_another_tracker_is_refused)
 {
     memq_tracker *t = tracker_make(1 * MIB, 0, 0, MEMQ_RECLAIM_MANUAL, NULL);
@@ -1078,6 +1130,91 @@ START_TEST(test_a_pool_of_another_tracker_is_refused)
     memq_pool_free(theirs);
     memq_account_unref(a);
     memq_tracker_free(other);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* ======================================================================
+ * No address space for the tracker's pool
+ * ====================================================================== */
+
+/* Limits on the address space (RLIMIT_AS) are not for valgrind, which
+ * keeps its own map of it, nor for TSan, which maps shadow memory for
+ * each of the program's mappings; and they need a process in which no
+ * pool was made yet, as Check's fork mode gives each test. */
+static const char *no_fresh_address_space(void)
+{
+#if defined(__SANITIZE_THREAD__)
+    return "TSan maps shadow memory for each of the program's mappings";
+#else
+    if (getenv("MEMQ_VALGRIND") != NULL)
+        return "valgrind manages the address space itself";
+    const char *fork = getenv("CK_FORK");
+    if (fork != NULL && strcmp(fork, "no") == 0)
+        return "needs a process of its own (CK_FORK=no)";
+    return NULL;
+#endif
+}
+
+/* The process's address-space size (statm's first figure). */
+static size_t vm_size(void)
+{
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    char text[128];
+    ssize_t k = read(fd, text, sizeof text - 1);
+    close(fd);
+    ck_assert_int_gt(k, 0);
+    text[k] = '\0';
+    return (size_t)strtoull(text, NULL, 10) * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* RLIMIT_AS brought to `headroom` bytes above the process's size now:
+ * the next mappings beyond it fail with ENOMEM.  Returns the old limit. */
+static struct rlimit address_space_squeeze(size_t headroom)
+{
+    struct rlimit old, low;
+    ck_assert_int_eq(getrlimit(RLIMIT_AS, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)(vm_size() + headroom);
+    if (old.rlim_cur != RLIM_INFINITY && low.rlim_cur > old.rlim_cur)
+        low.rlim_cur = old.rlim_cur;
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &low), 0);
+    return old;
+}
+
+/* The first queue of a process whose address space is limited: the
+ * tracker's pool cannot map its first metadata block (1 MiB), so the
+ * queue is not made and its registration is undone. */
+START_TEST(test_a_queue_is_not_made_when_the_trackers_pool_cannot_be_mapped)
+{
+    const char *why = no_fresh_address_space();
+    if (why != NULL) {
+        fprintf(stderr, "check_queue: test_a_queue_is_not_made_when_the_trackers_pool_cannot_be_mapped "
+                        "skipped: %s\n",
+                why);
+        return;
+    }
+    memq_tracker *t = tracker_make(16 * MIB, 12 * MIB, 0, MEMQ_RECLAIM_MANUAL, NULL);
+    memq_account *a = account_make(t);
+    memq_queue *q = (memq_queue *)&q;
+    struct rlimit old = address_space_squeeze(256 * KIB);
+    int rc = memq_queue_new(a, MEMQ_QUEUE_COLLAPSE, NULL, NULL, NULL, &q);
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &old), 0);
+    ck_assert_int_eq(rc, MEMQ_ENOMEM);
+    ck_assert_ptr_eq(q, (memq_queue *)&q);
+    memq_stats st;
+    memq_tracker_stats(t, &st);
+    ck_assert_uint_eq(st.participants, 0);
+    ck_assert(!memq_account_closed(a));
+    /* With the address space back, the next one gets the pool. */
+    ledger l = {0};
+    q = queue_make(a, MEMQ_QUEUE_COLLAPSE, &l);
+    push_ok(q, 1, 10);
+    ck_assert_uint_eq(pool_in_use(memq_tracker_pool(t)), 32);
+    memq_queue_free(q);
+    ck_assert_int_eq(atomic_load(&l.freed), 1);
+    memq_account_unref(a);
     memq_tracker_free(t);
 }
 END_TEST
@@ -1137,6 +1274,8 @@ static Suite *queue_suite(void)
     tcase_add_test(pool, test_nodes_come_from_the_pool_given_and_go_back_to_it);
     tcase_add_test(pool, test_a_collapse_gives_the_nodes_back_to_the_trackers_pool);
     tcase_add_test(pool, test_a_pool_of_another_tracker_is_refused);
+    tcase_add_test(pool, test_a_cost_refused_after_the_node_was_taken_gives_the_node_back);
+    tcase_add_test(pool, test_a_queue_is_not_made_when_the_trackers_pool_cannot_be_mapped);
     suite_add_tcase(s, pool);
     return s;
 }

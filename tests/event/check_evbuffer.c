@@ -6,7 +6,9 @@
  *
  * libevent's allocations are counted through event_set_mem_functions(),
  * set in main() before libevent allocates anything; an allocation can be
- * made to fail to test all-or-nothing additions.
+ * made to fail to test all-or-nothing additions.  The library's own
+ * allocations (and libevent's, which go through this program's allocator
+ * functions) can be made to fail too, by interposing malloc.
  */
 #include "event_helpers.h"
 
@@ -16,6 +18,106 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/socket.h>
+
+/* ----------------------------------------------------------------------
+ * Our allocations, made to fail
+ *
+ * The program links the static libraries, so it interposes malloc,
+ * calloc, realloc and strdup for the whole process (as check_oom does).
+ * While a call is armed on this thread (fail_arm()), the allocations made
+ * from this executable's code (the libraries, and libevent's own when
+ * they go through allocator functions of this program) are counted and
+ * the n-th fails.  The real allocator is the sanitizer's when there is
+ * one (__interceptor_*), else glibc's (__libc_*).  valgrind replaces these
+ * functions with its own unless told not to (somalloc=nouserintercepts):
+ * failures_work() says whether they are ours.
+ * ---------------------------------------------------------------------- */
+
+extern void *__interceptor_malloc(size_t) __attribute__((weak));
+extern void *__interceptor_calloc(size_t, size_t) __attribute__((weak));
+extern void *__interceptor_realloc(void *, size_t) __attribute__((weak));
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern char __executable_start, etext;
+
+/* The sanitizers' start-up allocates before TSan has any thread state:
+ * never instrument the interposers.  Never inlined either: the caller's
+ * address must be that of the function that called malloc. */
+#define NO_SANITIZE                                                                                \
+    __attribute__((no_sanitize("thread", "address", "undefined"), noinline))
+
+static _Thread_local bool fail_armed;
+static _Thread_local unsigned fail_counted, fail_at, fail_count;
+
+NO_SANITIZE static bool should_fail(const void *caller)
+{
+    if (!fail_armed || (const char *)caller < &__executable_start || (const char *)caller >= &etext)
+        return false;
+    if (++fail_counted != fail_at)
+        return false;
+    fail_count++;
+    return true;
+}
+
+NO_SANITIZE void *malloc(size_t n)
+{
+    if (should_fail(__builtin_return_address(0)))
+        return NULL;
+    return __interceptor_malloc ? __interceptor_malloc(n) : __libc_malloc(n);
+}
+
+NO_SANITIZE void *calloc(size_t n, size_t size)
+{
+    if (should_fail(__builtin_return_address(0)))
+        return NULL;
+    return __interceptor_calloc ? __interceptor_calloc(n, size) : __libc_calloc(n, size);
+}
+
+NO_SANITIZE void *realloc(void *p, size_t n)
+{
+    if (should_fail(__builtin_return_address(0)))
+        return NULL;
+    return __interceptor_realloc ? __interceptor_realloc(p, n) : __libc_realloc(p, n);
+}
+
+NO_SANITIZE char *strdup(const char *s)
+{
+    if (should_fail(__builtin_return_address(0)))
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = __interceptor_malloc ? __interceptor_malloc(n) : __libc_malloc(n);
+    if (d != NULL)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* Make the n-th allocation from now on this thread fail (n >= 1). */
+static void fail_arm(unsigned n)
+{
+    fail_counted = 0;
+    fail_count = 0;
+    fail_at = n;
+    fail_armed = true;
+}
+
+/* Stop; true if an allocation failed since fail_arm(). */
+static bool fail_disarm(void)
+{
+    fail_armed = false;
+    return fail_count > 0;
+}
+
+/* True if the allocator above is in force (not valgrind's). */
+static bool failures_work(void)
+{
+    void *(*volatile alloc)(size_t) = malloc;
+    fail_arm(1);
+    void *p = alloc(64);
+    bool failed = fail_disarm();
+    free(p);
+    return failed && p == NULL;
+}
 
 /* ----------------------------------------------------------------------
  * libevent's allocations, counted
@@ -135,6 +237,10 @@ START_TEST(test_null_arguments_and_thread_mode_are_rejected)
     struct event_base *base = event_base_new();
     struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
     ck_assert_int_eq(memq_evbuffer_new_bufferevent(a, bev, 3, NULL, NULL, &b), MEMQ_EINVAL);
+    ck_assert_int_eq(memq_evbuffer_new_bufferevent(NULL, bev, MEMQ_EVBUFFER_OUTPUT, NULL, NULL, &b),
+                     MEMQ_EINVAL);
+    ck_assert_int_eq(memq_evbuffer_new_bufferevent(a, bev, MEMQ_EVBUFFER_OUTPUT, NULL, NULL, NULL),
+                     MEMQ_EINVAL);
     ck_assert_ptr_eq(b, (memq_evbuffer *)&b);
     ck_assert_int_eq(memq_evbuffer_add(NULL, "x", 1), MEMQ_EINVAL);
     ck_assert_uint_eq(memq_evbuffer_claimed(NULL), 0);
@@ -259,6 +365,221 @@ START_TEST(test_an_addition_is_all_or_nothing)
         ck_assert_uint_eq(memq_evbuffer_claimed(b), 5000);
     }
     ck_assert_uint_eq(memq_evbuffer_claimed(b), 5000 + MIB);
+    memq_evbuffer_free(b);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* Bytes a bufferevent's buffers hold before they are tracked are claimed
+ * at once (at least one chain), stamped now, and released as they go. */
+START_TEST(test_tracking_a_buffer_that_holds_data_claims_it_at_once)
+{
+    memq_tracker *t = tracker_make(64 * MIB, 0, true);
+    memq_account *a;
+    ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
+    struct event_base *base = event_base_new();
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
+    ck_assert_int_eq(evbuffer_add(bufferevent_get_output(bev), pattern, 100 * KIB), 0);
+    /* The input's end is the bufferevent's: thawed as for its own read. */
+    evbuffer_unfreeze(bufferevent_get_input(bev), 0);
+    ck_assert_int_eq(evbuffer_add(bufferevent_get_input(bev), pattern, 10), 0);
+    evbuffer_freeze(bufferevent_get_input(bev), 0);
+    fake_set(7 * SECOND);
+    memq_evbuffer *out = NULL, *in = NULL;
+    ck_assert_int_eq(memq_evbuffer_new_bufferevent(a, bev, MEMQ_EVBUFFER_OUTPUT, NULL, NULL, &out),
+                     0);
+    ck_assert_int_eq(memq_evbuffer_new_bufferevent(a, bev, MEMQ_EVBUFFER_INPUT, NULL, NULL, &in),
+                     0);
+    ck_assert_uint_eq(memq_evbuffer_claimed(out), 100 * KIB);
+    ck_assert_uint_eq(memq_evbuffer_claimed(in), 1024); /* one chain at least */
+    ck_assert_uint_eq(memq_account_used(a), 100 * KIB + 1024);
+    memq_time when = 0;
+    ck_assert(memq_evbuffer_oldest(out, &when));
+    ck_assert_uint_eq(when, 7 * SECOND);
+    ck_assert(memq_evbuffer_oldest(out, NULL));
+    ck_assert(memq_evbuffer_oldest(in, &when));
+    ck_assert_uint_eq(when, 7 * SECOND);
+
+    /* The output's start is the bufferevent's: thawed as for its write. */
+    struct evbuffer *output = bufferevent_get_output(bev);
+    fake_set(8 * SECOND);
+    evbuffer_add(output, pattern, 100); /* newer bytes */
+    evbuffer_unfreeze(output, 1);
+    evbuffer_drain(output, 100 * KIB);
+    ck_assert_uint_eq(memq_evbuffer_claimed(out), 1024);
+    ck_assert(memq_evbuffer_oldest(out, &when));
+    ck_assert_uint_eq(when, 8 * SECOND);
+    evbuffer_drain(output, 100);
+    evbuffer_freeze(output, 1);
+    evbuffer_drain(bufferevent_get_input(bev), 10);
+    ck_assert_uint_eq(memq_account_used(a), 0);
+    memq_evbuffer_free(out);
+    memq_evbuffer_free(in);
+    bufferevent_free(bev);
+    event_base_free(base);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* An account closed by reclamation, then one whose tracker was freed:
+ * nothing can be tracked on them, and nothing is left behind (the
+ * evbuffer memq_evbuffer_new() made is freed, bev is not referenced). */
+START_TEST(test_a_closed_or_shut_down_account_refuses_new_buffers)
+{
+    memq_tracker *t = tracker_make(MIB, 0, false);
+    memq_account *a;
+    ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
+    memq_evbuffer *b = owned_make(a);
+    ck_assert_int_eq(memq_evbuffer_add(b, pattern, 2 * MIB), 0);
+    ck_assert_int_eq(reclaim_all(t), 0);
+    ck_assert(memq_account_closed(a));
+    memq_evbuffer_free(b);
+
+    size_t before = atomic_load(&lev_live);
+    struct event_base *base = event_base_new();
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
+    evbuffer_add(bufferevent_get_output(bev), pattern, 100);
+    size_t live = atomic_load(&lev_live);
+    memq_evbuffer *got = (memq_evbuffer *)&got;
+    ck_assert_int_eq(memq_evbuffer_new(a, NULL, NULL, &got), MEMQ_ECLOSED);
+    ck_assert_int_eq(
+        memq_evbuffer_new_bufferevent(a, bev, MEMQ_EVBUFFER_OUTPUT, NULL, NULL, &got), MEMQ_ECLOSED);
+    ck_assert_ptr_eq(got, (memq_evbuffer *)&got);
+    ck_assert_uint_eq(atomic_load(&lev_live), live);
+    ck_assert_uint_eq(stats_of(t).participants, 0);
+    memq_account_unref(a);
+
+    ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
+    memq_tracker_free(t); /* the account keeps its memory */
+    ck_assert_int_eq(memq_evbuffer_new(a, NULL, NULL, &got), MEMQ_ESHUTDOWN);
+    ck_assert_int_eq(memq_evbuffer_new_bufferevent(a, bev, MEMQ_EVBUFFER_INPUT, NULL, NULL, &got),
+                     MEMQ_ESHUTDOWN);
+    ck_assert_ptr_eq(got, (memq_evbuffer *)&got);
+    ck_assert_uint_eq(atomic_load(&lev_live), live);
+    memq_account_unref(a);
+    bufferevent_free(bev); /* no reference was kept: finalized with the base */
+    event_base_free(base);
+    ck_assert_uint_eq(atomic_load(&lev_live), before);
+}
+END_TEST
+
+/* Track an owned buffer, and a bufferevent's output holding data, with
+ * the k-th allocation failing; returns whether one failed, after checking
+ * that a failure left nothing behind. */
+typedef struct sweep {
+    memq_tracker *t;
+    memq_account *a;
+    struct bufferevent *bev;
+    bool lev_only; /* fail libevent's allocations only (lev_fail_in) */
+} sweep;
+
+static bool new_buffers_with_failure(sweep *sw, unsigned k, int *failures)
+{
+    bool any = false;
+    for (int kind = 0; kind < 2; kind++) {
+        size_t live = atomic_load(&lev_live), held = evbuffer_get_length(bufferevent_get_output(sw->bev));
+        memq_evbuffer *b = (memq_evbuffer *)&b;
+        int rc;
+        bool failed;
+        if (sw->lev_only)
+            atomic_store(&lev_fail_in, (int)k);
+        else
+            fail_arm(k);
+        if (kind == 0)
+            rc = memq_evbuffer_new(sw->a, count_collapse, NULL, &b);
+        else
+            rc = memq_evbuffer_new_bufferevent(sw->a, sw->bev, MEMQ_EVBUFFER_OUTPUT, NULL, NULL, &b);
+        if (sw->lev_only) {
+            failed = atomic_load(&lev_fail_in) == 0;
+            atomic_store(&lev_fail_in, 0);
+        } else {
+            failed = fail_disarm();
+        }
+        if (!failed) {
+            ck_assert_int_eq(rc, 0);
+            memq_evbuffer_free(b);
+            continue;
+        }
+        any = true;
+        failures[kind]++;
+        ck_assert_msg(rc == MEMQ_ENOMEM, "kind %d, allocation %u: %d", kind, k, rc);
+        ck_assert_ptr_eq(b, (memq_evbuffer *)&b);
+        ck_assert_uint_eq(atomic_load(&lev_live), live);
+        ck_assert_uint_eq(evbuffer_get_length(bufferevent_get_output(sw->bev)), held);
+        memq_stats st = stats_of(sw->t);
+        ck_assert_uint_eq(st.participants, 0);
+        ck_assert_uint_eq(st.used, 0);
+    }
+    return any;
+}
+
+static void sweep_new_buffers(bool lev_only, int min_owned, int min_bev)
+{
+    sweep sw = {.lev_only = lev_only};
+    sw.t = tracker_make(64 * MIB, 0, false);
+    ck_assert_int_eq(memq_account_new(sw.t, NULL, &sw.a), 0);
+    struct event_base *base = event_base_new();
+    sw.bev = bufferevent_socket_new(base, -1, 0);
+    evbuffer_add(bufferevent_get_output(sw.bev), pattern, 3000);
+    int failures[2] = {0, 0};
+    unsigned k = 1;
+    while (k < 100 && new_buffers_with_failure(&sw, k, failures))
+        k++;
+    ck_assert_uint_lt(k, 100);
+    ck_assert_int_ge(failures[0], min_owned);
+    ck_assert_int_ge(failures[1], min_bev);
+    /* With memory, both are tracked: the bufferevent's 3000 bytes too. */
+    memq_evbuffer *b = NULL;
+    ck_assert_int_eq(
+        memq_evbuffer_new_bufferevent(sw.a, sw.bev, MEMQ_EVBUFFER_OUTPUT, NULL, NULL, &b), 0);
+    ck_assert_uint_eq(memq_account_used(sw.a), 3000);
+    memq_evbuffer_free(b);
+    bufferevent_free(sw.bev);
+    event_base_free(base);
+    memq_account_unref(sw.a);
+    memq_tracker_free(sw.t);
+}
+
+/* libevent's allocations (the evbuffer, the callback entry) failing: the
+ * new buffer fails with MEMQ_ENOMEM and leaves nothing behind. */
+START_TEST(test_a_new_buffer_fails_cleanly_when_libevent_cannot_allocate)
+{
+    sweep_new_buffers(true, 2, 1);
+}
+END_TEST
+
+/* Every allocation, ours (the tracked buffer, its participation, the age
+ * index's entry) and libevent's, failing in turn. */
+START_TEST(test_a_new_buffer_fails_cleanly_whichever_allocation_fails)
+{
+    if (!failures_work()) {
+        fprintf(stderr, "check_evbuffer: test_a_new_buffer_fails_cleanly_whichever_allocation_fails "
+                        "skipped: malloc is not this program's (valgrind)\n");
+        return;
+    }
+    sweep_new_buffers(false, 4, 3);
+}
+END_TEST
+
+/* A small addition libevent cannot store: refused whole, nothing claimed,
+ * and the buffer goes on. */
+START_TEST(test_a_small_addition_libevent_cannot_store_is_refused_whole)
+{
+    memq_tracker *t = tracker_make(64 * MIB, 0, false);
+    memq_account *a;
+    ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
+    memq_evbuffer *b = owned_make(a);
+    atomic_store(&lev_fail_in, 1); /* its first chain */
+    ck_assert_int_eq(memq_evbuffer_add(b, pattern, 100), MEMQ_ENOMEM);
+    ck_assert_int_eq(atomic_load(&lev_fail_in), 0);
+    ck_assert_uint_eq(evbuffer_get_length(memq_evbuffer_get(b)), 0);
+    ck_assert_uint_eq(memq_evbuffer_claimed(b), 0);
+    ck_assert_uint_eq(memq_account_used(a), 0);
+    ck_assert(!memq_evbuffer_closed(b));
+    ck_assert_int_eq(memq_evbuffer_add(b, pattern, 100), 0);
+    ck_assert_uint_eq(memq_evbuffer_claimed(b), 1024);
     memq_evbuffer_free(b);
     memq_account_unref(a);
     memq_tracker_free(t);
@@ -544,6 +865,143 @@ START_TEST(test_an_empty_add_detects_a_closed_account)
 }
 END_TEST
 
+/* A clock that drops an account's last reference at its next read, once
+ * armed: the buffer's callback reads it between the claim of 0 bytes that
+ * proves the account open and the claim of the bytes, the moment another
+ * thread could close the account. */
+static memq_account *_Atomic close_at_read;
+
+static memq_time closing_clock(void *ctx)
+{
+    (void)ctx;
+    memq_account *a = atomic_exchange(&close_at_read, NULL);
+    if (a != NULL)
+        memq_account_unref(a);
+    return atomic_load(&fake_now);
+}
+
+START_TEST(test_an_account_closed_while_the_callback_claims_stops_the_buffer)
+{
+    memq_config cfg;
+    memq_config_init(&cfg);
+    cfg.max = MIB;
+    cfg.cache_max = 0;
+    cfg.reclaim_mode = MEMQ_RECLAIM_MANUAL;
+    cfg.clock = closing_clock;
+    memq_tracker *t = NULL;
+    ck_assert_int_eq(memq_tracker_new(&t, &cfg), 0);
+    memq_account *a;
+    ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
+    memq_evbuffer *b = owned_make(a);
+    atomic_store(&close_at_read, a); /* the only reference */
+    evbuffer_add(memq_evbuffer_get(b), pattern, 100); /* the claim fails inside */
+    ck_assert_ptr_null(atomic_load(&close_at_read));
+    ck_assert(memq_evbuffer_closed(b));
+    ck_assert_uint_eq(memq_evbuffer_claimed(b), 0);
+    ck_assert(!memq_evbuffer_oldest(b, NULL));
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    ck_assert_int_eq(atomic_load(&collapses), 0); /* not inside libevent's call */
+    ck_assert_uint_eq(evbuffer_get_length(memq_evbuffer_get(b)), 100);
+    ck_assert_int_eq(memq_evbuffer_add(b, pattern, 1), MEMQ_ECLOSED);
+    ck_assert_int_eq(atomic_load(&collapses), 1);
+    ck_assert_uint_eq(evbuffer_get_length(memq_evbuffer_get(b)), 0);
+    memq_evbuffer_free(b);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* A bufferevent's output whose account was closed (its last reference
+ * dropped): the next change stops it, the next memq_evbuffer_add() drains
+ * it (thawing its frozen start) and says so; its end stays open, as the
+ * bufferevent's, and nothing is tracked any more. */
+START_TEST(test_a_bufferevents_output_whose_account_closed_is_drained_at_the_next_add)
+{
+    memq_tracker *t = tracker_make(MIB, 0, false);
+    memq_account *a;
+    ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
+    struct event_base *base = event_base_new();
+    struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
+    struct evbuffer *output = bufferevent_get_output(bev);
+    memq_evbuffer *out = NULL;
+    ck_assert_int_eq(memq_evbuffer_new_bufferevent(a, bev, MEMQ_EVBUFFER_OUTPUT, NULL, NULL, &out),
+                     0);
+    ck_assert_int_eq(memq_evbuffer_add(out, pattern, 100), 0);
+    memq_account_unref(a); /* closed some other way */
+    ck_assert_int_eq(evbuffer_add(output, pattern, 100), 0); /* the claim fails inside */
+    ck_assert(memq_evbuffer_closed(out));
+    ck_assert_uint_eq(evbuffer_get_length(output), 200);
+    ck_assert_int_eq(memq_evbuffer_add(out, pattern, 1), MEMQ_ECLOSED);
+    ck_assert_uint_eq(evbuffer_get_length(output), 0);
+    ck_assert_int_eq(evbuffer_add(output, "x", 1), 0); /* its end is not frozen */
+    ck_assert_int_ne(evbuffer_drain(output, 1), 0);     /* its start is, again */
+    ck_assert_uint_eq(memq_evbuffer_claimed(out), 0);
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    memq_evbuffer_free(out);
+    bufferevent_free(bev);
+    event_base_free(base);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* on_collapse called by a reclaim asks each buffer of the account for the
+ * age of what it held: the one that held data tells its oldest byte's
+ * stamp (also with a NULL when), the empty one has none. */
+typedef struct asked {
+    memq_evbuffer *b;
+    bool known, known_null;
+    memq_time when;
+    size_t claimed;
+} asked;
+
+static void ask_on_collapse(void *ctx)
+{
+    asked *q = ctx;
+    q->when = 1;
+    q->known = memq_evbuffer_oldest(q->b, &q->when);
+    q->known_null = memq_evbuffer_oldest(q->b, NULL);
+    q->claimed = memq_evbuffer_claimed(q->b);
+}
+
+START_TEST(test_on_collapse_is_told_the_age_of_what_the_buffer_held)
+{
+    memq_tracker *t = tracker_make(MIB, 0, true);
+    memq_account *a;
+    ck_assert_int_eq(memq_account_new(t, NULL, &a), 0);
+    asked full = {0}, empty = {0};
+    ck_assert_int_eq(memq_evbuffer_new(a, ask_on_collapse, &full, &full.b), 0);
+    ck_assert_int_eq(memq_evbuffer_new(a, ask_on_collapse, &empty, &empty.b), 0);
+    memq_evbuffer *untold = NULL; /* no on_collapse: collapses all the same */
+    ck_assert_int_eq(memq_evbuffer_new(a, NULL, NULL, &untold), 0);
+    ck_assert_int_eq(memq_evbuffer_add(untold, pattern, 100), 0);
+    fake_set(3 * SECOND);
+    ck_assert_int_eq(memq_evbuffer_add(full.b, pattern, 600 * KIB), 0);
+    fake_set(4 * SECOND);
+    ck_assert_int_eq(memq_evbuffer_add(full.b, pattern, 600 * KIB), 0); /* crosses max */
+    fake_set(5 * SECOND);
+    ck_assert_int_eq(reclaim_all(t), 0);
+    ck_assert(memq_evbuffer_closed(full.b));
+    ck_assert(memq_evbuffer_closed(empty.b));
+    ck_assert(full.known);
+    ck_assert(full.known_null);
+    ck_assert_uint_eq(full.when, 3 * SECOND);
+    ck_assert_uint_eq(full.claimed, 1200 * KIB);
+    ck_assert(!empty.known);
+    ck_assert(!empty.known_null);
+    ck_assert_uint_eq(empty.when, 1); /* untouched */
+    ck_assert_uint_eq(empty.claimed, 0);
+    ck_assert(memq_evbuffer_closed(untold));
+    ck_assert_uint_eq(evbuffer_get_length(memq_evbuffer_get(untold)), 0);
+    ck_assert_uint_eq(memq_tracker_used(t), 0);
+    /* Afterwards, a closed buffer has no age. */
+    ck_assert(!memq_evbuffer_oldest(full.b, NULL));
+    memq_evbuffer_free(untold);
+    memq_evbuffer_free(full.b);
+    memq_evbuffer_free(empty.b);
+    memq_account_unref(a);
+    memq_tracker_free(t);
+}
+END_TEST
+
 /* ----------------------------------------------------------------------
  * Lifetimes
  * ---------------------------------------------------------------------- */
@@ -707,6 +1165,11 @@ static Suite *evbuffer_suite(void)
     tcase_add_test(basics, test_a_buffer_claims_what_it_holds_and_one_chain_at_least);
     tcase_add_test(basics, test_claims_follow_libevents_allocations_within_one_chain);
     tcase_add_test(basics, test_an_addition_is_all_or_nothing);
+    tcase_add_test(basics, test_tracking_a_buffer_that_holds_data_claims_it_at_once);
+    tcase_add_test(basics, test_a_closed_or_shut_down_account_refuses_new_buffers);
+    tcase_add_test(basics, test_a_new_buffer_fails_cleanly_when_libevent_cannot_allocate);
+    tcase_add_test(basics, test_a_new_buffer_fails_cleanly_whichever_allocation_fails);
+    tcase_add_test(basics, test_a_small_addition_libevent_cannot_store_is_refused_whole);
     suite_add_tcase(s, basics);
 
     tcase_add_test(ages, test_ages_follow_tors_rule);
@@ -723,6 +1186,10 @@ static Suite *evbuffer_suite(void)
     tcase_add_test(collapse, test_a_bufferevents_frozen_output_is_drained_and_stays_frozen);
     tcase_add_test(collapse, test_a_claim_failing_in_the_callback_stops_and_add_settles);
     tcase_add_test(collapse, test_an_empty_add_detects_a_closed_account);
+    tcase_add_test(collapse, test_an_account_closed_while_the_callback_claims_stops_the_buffer);
+    tcase_add_test(collapse,
+                   test_a_bufferevents_output_whose_account_closed_is_drained_at_the_next_add);
+    tcase_add_test(collapse, test_on_collapse_is_told_the_age_of_what_the_buffer_held);
     suite_add_tcase(s, collapse);
 
     tcase_add_test(lifetimes,
