@@ -234,10 +234,19 @@ int memq_event_attach(memq_tracker *t, struct event_base *base, unsigned flags, 
         if (e->wake == NULL || e->watch == NULL)
             rc = MEMQ_ENOMEM;
     }
-    /* Two priorities at least, so that 0 comes before everything else. */
-    if (rc == 0 && event_base_get_npriorities(base) < 2 &&
-        event_base_priority_init(base, 2) != 0)
-        rc = MEMQ_EINVAL;
+    /* Two priorities at least, so that 0 comes before everything else.
+     * libevent refuses while callbacks are active (MEMQ_EINVAL); otherwise
+     * it fails only for memory, after freeing the base's queues: give the
+     * base back the priorities it had, so that it stays usable. */
+    int had = event_base_get_npriorities(base);
+    if (rc == 0 && had < 2) {
+        if (event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE) > 0) {
+            rc = MEMQ_EINVAL;
+        } else if (event_base_priority_init(base, 2) != 0) {
+            (void)event_base_priority_init(base, had > 0 ? had : 1);
+            rc = MEMQ_ENOMEM;
+        }
+    }
     if (rc == 0) {
         e->yield_priority = event_base_get_npriorities(base) / 2;
         if (event_priority_set(e->wake, 0) != 0 || event_priority_set(e->watch, 0) != 0)

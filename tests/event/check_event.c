@@ -11,6 +11,146 @@
 #include <pthread.h>
 
 /* ----------------------------------------------------------------------
+ * Our allocations, made to fail
+ *
+ * The program links the static libraries, so it interposes malloc,
+ * calloc, realloc and strdup for the whole process (as check_oom does).
+ * While a call is armed on this thread (fail_arm()), the allocations made
+ * from this executable's code (the libraries, and libevent's own when
+ * they go through allocator functions of this program) are counted and
+ * the n-th fails.  The real allocator is the sanitizer's when there is
+ * one (__interceptor_*), else glibc's (__libc_*).  valgrind replaces these
+ * functions with its own unless told not to (somalloc=nouserintercepts):
+ * failures_work() says whether they are ours.
+ * ---------------------------------------------------------------------- */
+
+extern void *__interceptor_malloc(size_t) __attribute__((weak));
+extern void *__interceptor_calloc(size_t, size_t) __attribute__((weak));
+extern void *__interceptor_realloc(void *, size_t) __attribute__((weak));
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern char __executable_start, etext;
+
+/* The sanitizers' start-up allocates before TSan has any thread state:
+ * never instrument the interposers.  Never inlined either: the caller's
+ * address must be that of the function that called malloc. */
+#define NO_SANITIZE                                                                                \
+    __attribute__((no_sanitize("thread", "address", "undefined"), noinline))
+
+static _Thread_local bool fail_armed;
+static _Thread_local unsigned fail_counted, fail_at, fail_count;
+
+NO_SANITIZE static bool should_fail(const void *caller)
+{
+    if (!fail_armed || (const char *)caller < &__executable_start || (const char *)caller >= &etext)
+        return false;
+    if (++fail_counted != fail_at)
+        return false;
+    fail_count++;
+    return true;
+}
+
+NO_SANITIZE void *malloc(size_t n)
+{
+    if (should_fail(__builtin_return_address(0)))
+        return NULL;
+    return __interceptor_malloc ? __interceptor_malloc(n) : __libc_malloc(n);
+}
+
+NO_SANITIZE void *calloc(size_t n, size_t size)
+{
+    if (should_fail(__builtin_return_address(0)))
+        return NULL;
+    return __interceptor_calloc ? __interceptor_calloc(n, size) : __libc_calloc(n, size);
+}
+
+NO_SANITIZE void *realloc(void *p, size_t n)
+{
+    if (should_fail(__builtin_return_address(0)))
+        return NULL;
+    return __interceptor_realloc ? __interceptor_realloc(p, n) : __libc_realloc(p, n);
+}
+
+NO_SANITIZE char *strdup(const char *s)
+{
+    if (should_fail(__builtin_return_address(0)))
+        return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = __interceptor_malloc ? __interceptor_malloc(n) : __libc_malloc(n);
+    if (d != NULL)
+        memcpy(d, s, n);
+    return d;
+}
+
+/* Make the n-th allocation from now on this thread fail (n >= 1). */
+static void fail_arm(unsigned n)
+{
+    fail_counted = 0;
+    fail_count = 0;
+    fail_at = n;
+    fail_armed = true;
+}
+
+/* Stop; true if an allocation failed since fail_arm(). */
+static bool fail_disarm(void)
+{
+    fail_armed = false;
+    return fail_count > 0;
+}
+
+/* True if the allocator above is in force (not valgrind's). */
+static bool failures_work(void)
+{
+    void *(*volatile alloc)(size_t) = malloc;
+    fail_arm(1);
+    void *p = alloc(64);
+    bool failed = fail_disarm();
+    free(p);
+    return failed && p == NULL;
+}
+
+/* libevent's allocations go through these (event_set_mem_functions() in
+ * main()), so they are this program's: counted, and made to fail, as
+ * ours.  lev_live is what libevent holds. */
+#define MEM_HEADER 16
+static atomic_size_t lev_live;
+
+static void *lev_malloc(size_t n)
+{
+    size_t *p = malloc(n + MEM_HEADER);
+    if (p == NULL)
+        return NULL;
+    *p = n;
+    atomic_fetch_add(&lev_live, n);
+    return (char *)p + MEM_HEADER;
+}
+
+static void lev_free(void *q)
+{
+    if (q == NULL)
+        return;
+    size_t *p = (size_t *)(void *)((char *)q - MEM_HEADER);
+    atomic_fetch_sub(&lev_live, *p);
+    free(p);
+}
+
+static void *lev_realloc(void *q, size_t n)
+{
+    if (q == NULL)
+        return lev_malloc(n);
+    size_t *p = (size_t *)(void *)((char *)q - MEM_HEADER);
+    size_t old = *p;
+    p = realloc(p, n + MEM_HEADER);
+    if (p == NULL)
+        return NULL;
+    *p = n;
+    atomic_fetch_add(&lev_live, n);
+    atomic_fetch_sub(&lev_live, old);
+    return (char *)p + MEM_HEADER;
+}
+
+/* ----------------------------------------------------------------------
  * Fixtures
  * ---------------------------------------------------------------------- */
 
@@ -170,6 +310,274 @@ START_TEST(test_the_tracker_may_be_freed_before_detach)
     ck_assert_uint_eq(st.errors, 0);
     memq_event_detach(e); /* frees the tracker's memory (ASan checks) */
     event_base_free(base);
+}
+END_TEST
+
+/* A wakeup installed over attach's own (chaining to it) stays when the
+ * attachment is detached; attach's wakeup, still called through it, then
+ * only calls the one it chained from, and touches no event. */
+static void (*wrapped_wakeup)(void *);
+static void *wrapped_ctx;
+static atomic_int wrapper_calls;
+
+static void wrapping_wakeup(void *ctx)
+{
+    (void)ctx;
+    atomic_fetch_add(&wrapper_calls, 1);
+    wrapped_wakeup(wrapped_ctx);
+}
+
+START_TEST(test_detach_leaves_a_wakeup_installed_over_its_own)
+{
+    memq_tracker *t = tracker_make(MIB, 0, false);
+    memq_config cfg;
+    ck_assert_int_eq(memq_tracker_config(t, &cfg), 0);
+    int marker;
+    cfg.wakeup = user_wakeup;
+    cfg.wakeup_ctx = &marker;
+    ck_assert_int_eq(memq_tracker_reconfigure(t, &cfg), 0);
+    struct event_base *base = base_make();
+    memq_event *e = attach(t, base, 0);
+    loop_turns(base, 1);
+    ck_assert_int_eq(memq_tracker_config(t, &cfg), 0);
+    wrapped_wakeup = cfg.wakeup;
+    wrapped_ctx = cfg.wakeup_ctx;
+    cfg.wakeup = wrapping_wakeup;
+    cfg.wakeup_ctx = NULL;
+    ck_assert_int_eq(memq_tracker_reconfigure(t, &cfg), 0);
+    memq_event_detach(e);
+    memq_config now;
+    ck_assert_int_eq(memq_tracker_config(t, &now), 0);
+    ck_assert_ptr_eq((void *)now.wakeup, (void *)wrapping_wakeup); /* left as it is */
+
+    atomic_store(&user_wakeups, 0);
+    atomic_store(&wrapper_calls, 0);
+    user_wakeup_ctx = NULL;
+    holder h;
+    holder_init(&h, t, NULL, 'h');
+    holder_claim(&h, 2 * MIB, memq_now()); /* crosses max */
+    ck_assert_int_eq(atomic_load(&wrapper_calls), 1);
+    ck_assert_int_eq(atomic_load(&user_wakeups), 1);
+    ck_assert_ptr_eq(user_wakeup_ctx, &marker);
+    ck_assert_int_eq(event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED), 0);
+    ck_assert_int_eq(event_base_get_num_events(base, EVENT_BASE_COUNT_ACTIVE), 0);
+    holder_fini(&h);
+    event_base_free(base);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* Two attachments of one tracker, the second chaining to the first's
+ * wakeup: detaching the first leaves the second's in force, which still
+ * wakes its own loop; the first's, chained, only calls the user's. */
+START_TEST(test_detaching_one_of_two_attachments_leaves_the_other_in_force)
+{
+    memq_tracker *t = tracker_make(MIB, 0, false);
+    memq_config cfg;
+    ck_assert_int_eq(memq_tracker_config(t, &cfg), 0);
+    int marker;
+    cfg.wakeup = user_wakeup;
+    cfg.wakeup_ctx = &marker;
+    ck_assert_int_eq(memq_tracker_reconfigure(t, &cfg), 0);
+    struct event_base *base1 = base_make(), *base2 = base_make();
+    memq_event *e1 = attach(t, base1, 0), *e2 = attach(t, base2, 0);
+    loop_turns(base1, 1);
+    loop_turns(base2, 1);
+    memq_config with_both;
+    ck_assert_int_eq(memq_tracker_config(t, &with_both), 0);
+    ck_assert_uint_eq(stats_of(t).accounts, 2);
+    memq_event_detach(e1);
+    ck_assert_uint_eq(stats_of(t).accounts, 1); /* e2's */
+    memq_config now;
+    ck_assert_int_eq(memq_tracker_config(t, &now), 0);
+    ck_assert_ptr_eq((void *)now.wakeup, (void *)with_both.wakeup); /* e2's, kept */
+    ck_assert_ptr_eq(now.wakeup_ctx, with_both.wakeup_ctx);
+
+    atomic_store(&user_wakeups, 0);
+    holder h;
+    holder_init(&h, t, NULL, 'h');
+    holder_claim(&h, 2 * MIB, memq_now());
+    ck_assert_uint_eq(event_stats(e2).wakeups, 1);
+    ck_assert_int_eq(atomic_load(&user_wakeups), 1);
+    ck_assert_ptr_eq(user_wakeup_ctx, &marker);
+    loop_turns(base2, 2);
+    ck_assert_int_eq(atomic_load(&h.reclaims), 1);
+    ck_assert_int_eq(event_base_get_num_events(base1, EVENT_BASE_COUNT_ADDED), 0);
+    memq_event_detach(e2);
+    ck_assert_uint_eq(stats_of(t).accounts, 0); /* the holder's collapsed */
+    holder_fini(&h);
+    event_base_free(base1);
+    event_base_free(base2);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* The tracker freed after attach, before the loop's first turn: the run
+ * attach scheduled finds it shut down, and counts the error. */
+START_TEST(test_a_run_after_the_tracker_was_freed_counts_the_error)
+{
+    memq_tracker *t = tracker_make(MIB, 0, false);
+    struct event_base *base = base_make();
+    memq_event *e = attach(t, base, 0);
+    memq_tracker_free(t);
+    loop_turns(base, 2);
+    memq_event_stats st = event_stats(e);
+    ck_assert_uint_eq(st.runs, 1);
+    ck_assert_uint_eq(st.errors, 1);
+    ck_assert_int_eq(st.last_error, MEMQ_ESHUTDOWN);
+    ck_assert_uint_eq(st.unfinished, 0);
+    memq_event_detach(e);
+    event_base_free(base);
+}
+END_TEST
+
+/* A base with one priority and an event already active cannot be given a
+ * second one (event_base_priority_init() refuses): attach fails with
+ * MEMQ_EINVAL and leaves nothing behind. */
+START_TEST(test_attach_refuses_a_one_priority_base_with_an_active_event)
+{
+    memq_tracker *t = tracker_make(MIB, 0, false);
+    memq_config cfg;
+    ck_assert_int_eq(memq_tracker_config(t, &cfg), 0);
+    int marker;
+    cfg.wakeup = user_wakeup;
+    cfg.wakeup_ctx = &marker;
+    ck_assert_int_eq(memq_tracker_reconfigure(t, &cfg), 0);
+    struct event_base *base = base_make();
+    struct event *busy = event_new(base, -1, 0, (event_callback_fn)NULL, NULL);
+    ck_assert_ptr_nonnull(busy);
+    event_active(busy, EV_TIMEOUT, 0);
+    size_t live = atomic_load(&lev_live);
+    int added = event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED);
+
+    memq_event *e = (memq_event *)&e;
+    ck_assert_int_eq(memq_event_attach(t, base, 0, &e), MEMQ_EINVAL);
+    ck_assert_ptr_eq(e, (memq_event *)&e);
+    ck_assert_int_eq(event_base_get_npriorities(base), 1);
+    ck_assert_uint_eq(stats_of(t).accounts, 0);
+    ck_assert_uint_eq(atomic_load(&lev_live), live); /* both events freed */
+    ck_assert_int_eq(event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED), added);
+    memq_config now;
+    ck_assert_int_eq(memq_tracker_config(t, &now), 0);
+    ck_assert_ptr_eq((void *)now.wakeup, (void *)user_wakeup);
+    ck_assert_ptr_eq(now.wakeup_ctx, &marker);
+
+    event_free(busy); /* no longer active: attach works */
+    e = attach(t, base, 0);
+    ck_assert_int_eq(event_base_get_npriorities(base), 2);
+    memq_event_detach(e);
+    event_base_free(base);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* Every allocation attach makes (its own, the account's, libevent's for
+ * the two events and the descriptor's entry), made to fail in turn on a
+ * fresh base with two priorities already: MEMQ_ENOMEM, and nothing
+ * attached or left behind (freeing the base gives libevent's memory back
+ * to the byte), until one succeeds. */
+START_TEST(test_attach_fails_cleanly_whichever_allocation_fails)
+{
+    if (!failures_work()) {
+        fprintf(stderr, "check_event: test_attach_fails_cleanly_whichever_allocation_fails "
+                        "skipped: malloc is not this program's (valgrind)\n");
+        return;
+    }
+    memq_tracker *t = tracker_make(MIB, 0, false);
+    memq_config cfg;
+    ck_assert_int_eq(memq_tracker_config(t, &cfg), 0);
+    int marker;
+    cfg.wakeup = user_wakeup;
+    cfg.wakeup_ctx = &marker;
+    ck_assert_int_eq(memq_tracker_reconfigure(t, &cfg), 0);
+    event_base_free(base_make()); /* libevent's globals, made once */
+    size_t live = atomic_load(&lev_live);
+    unsigned failures = 0;
+    bool attached = false;
+    for (unsigned k = 1; k < 100 && !attached; k++) {
+        struct event_base *base = base_make();
+        ck_assert_int_eq(event_base_priority_init(base, 2), 0);
+        memq_event *e = (memq_event *)&e;
+        fail_arm(k);
+        int rc = memq_event_attach(t, base, 0, &e);
+        bool failed = fail_disarm();
+        if (failed) {
+            failures++;
+            ck_assert_msg(rc == MEMQ_ENOMEM, "allocation %u: %d", k, rc);
+            ck_assert_ptr_eq(e, (memq_event *)&e);
+            ck_assert_uint_eq(stats_of(t).accounts, 0);
+            ck_assert_int_eq(event_base_get_num_events(base, EVENT_BASE_COUNT_ADDED), 0);
+            memq_config now;
+            ck_assert_int_eq(memq_tracker_config(t, &now), 0);
+            ck_assert_ptr_eq((void *)now.wakeup, (void *)user_wakeup);
+            ck_assert_ptr_eq(now.wakeup_ctx, &marker);
+        } else {
+            ck_assert_int_eq(rc, 0);
+            attached = true;
+            loop_turns(base, 1);
+            ck_assert_uint_eq(event_stats(e).runs, 1);
+            memq_event_detach(e);
+        }
+        event_base_free(base);
+        ck_assert_uint_eq(atomic_load(&lev_live), live);
+    }
+    ck_assert(attached);
+    /* calloc twice, the account, its name, two events, the descriptor. */
+    ck_assert_uint_ge(failures, 6);
+    memq_tracker_free(t);
+}
+END_TEST
+
+/* The same on a base with one priority: event_base_priority_init() also
+ * allocates, and its failure is a memory shortage, which attach reports
+ * as MEMQ_ENOMEM (memquota/event.h keeps MEMQ_EINVAL for a base whose
+ * events are active).  libevent frees the base's queues before the
+ * allocation that fails; the base keeps working after the failed attach.
+ * (Before 2026-12-03 attach returned MEMQ_EINVAL and left the base with
+ * no queue.) */
+static void count_call(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    ++*(int *)arg;
+}
+START_TEST(test_attach_reports_enomem_when_the_bases_priorities_cannot_be_allocated)
+{
+    if (!failures_work()) {
+        fprintf(stderr, "check_event: "
+                        "test_attach_reports_enomem_when_the_bases_priorities_cannot_be_allocated "
+                        "skipped: malloc is not this program's (valgrind)\n");
+        return;
+    }
+    memq_tracker *t = tracker_make(MIB, 0, false);
+    bool attached = false;
+    for (unsigned k = 1; k < 100 && !attached; k++) {
+        struct event_base *base = base_make(); /* one priority */
+        memq_event *e = (memq_event *)&e;
+        fail_arm(k);
+        int rc = memq_event_attach(t, base, 0, &e);
+        bool failed = fail_disarm();
+        if (failed) {
+            ck_assert_msg(rc == MEMQ_ENOMEM, "allocation %u: %d", k, rc);
+            ck_assert_ptr_eq(e, (memq_event *)&e);
+            /* The base still has its priority and runs an event. */
+            ck_assert_int_ge(event_base_get_npriorities(base), 1);
+            int calls = 0;
+            struct event *ev = event_new(base, -1, 0, count_call, &calls);
+            ck_assert_ptr_nonnull(ev);
+            event_active(ev, 0, 0);
+            ck_assert_int_eq(event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK), 0);
+            ck_assert_int_eq(calls, 1);
+            event_free(ev);
+        } else {
+            ck_assert_int_eq(rc, 0);
+            attached = true;
+            memq_event_detach(e);
+        }
+        event_base_free(base);
+    }
+    ck_assert(attached);
+    memq_tracker_free(t);
 }
 END_TEST
 
@@ -541,6 +949,12 @@ static Suite *event_suite(void)
     tcase_add_test(attach_tc, test_attach_keeps_a_base_with_more_priorities);
     tcase_add_test(attach_tc, test_the_tracker_may_be_freed_before_detach);
     tcase_add_test(attach_tc, test_detach_from_a_callback_of_its_own_run_is_safe);
+    tcase_add_test(attach_tc, test_detach_leaves_a_wakeup_installed_over_its_own);
+    tcase_add_test(attach_tc, test_detaching_one_of_two_attachments_leaves_the_other_in_force);
+    tcase_add_test(attach_tc, test_a_run_after_the_tracker_was_freed_counts_the_error);
+    tcase_add_test(attach_tc, test_attach_refuses_a_one_priority_base_with_an_active_event);
+    tcase_add_test(attach_tc, test_attach_fails_cleanly_whichever_allocation_fails);
+    tcase_add_test(attach_tc, test_attach_reports_enomem_when_the_bases_priorities_cannot_be_allocated);
     suite_add_tcase(s, attach_tc);
 
     tcase_add_test(order, test_a_claim_crossing_max_activates_the_reclaim_event);
@@ -558,6 +972,7 @@ static Suite *event_suite(void)
 
 int main(void)
 {
+    event_set_mem_functions(lev_malloc, lev_realloc, lev_free); /* before any */
     /* Every base of this program is thread-safe, so that event_active()
      * from another thread is allowed where MEMQ_EVENT_THREADS says so. */
     if (evthread_use_pthreads() != 0) {
