@@ -70,9 +70,7 @@ VALGRIND_OUT := build/valgrind
 VALGRIND_TIMEOUT ?= 900
 # somalloc=nouserintercepts: leave check_oom's own malloc in place (it
 # forwards to the real one, which memcheck replaces as usual).
-# --fair-sched=yes: threads that spin on a lock do not starve the others
-# (memcheck runs one thread at a time).
-VALGRIND_FLAGS := --tool=memcheck --error-exitcode=99 --leak-check=full --fair-sched=yes \
+VALGRIND_FLAGS := --tool=memcheck --error-exitcode=99 --leak-check=full \
   --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
   --soname-synonyms=somalloc=nouserintercepts --track-fds=no --quiet
 

@@ -15,7 +15,10 @@
  *    participant holds (open account) or non-zero (closed account);
  *  - a call returns an error it should not (anything but MEMQ_ECLOSED on a
  *    closed account);
- *  - used is not back to 0 once everything is freed, or peak < used;
+ *  - once everything is freed, something is still claimed or cached, or
+ *    used is more than the chunk pool's slack (counted in used: its
+ *    reserve and metadata), or that slack more than the pool holds from
+ *    the OS; or peak < used;
  *  - RSS grows after warm-up (the first fifth of the run, at least 10 s):
  *    the last sample may exceed the warm-up one by at most 10% + 8 MiB.
  */
@@ -331,10 +334,26 @@ int main(int argc, char **argv)
     atomic_store(&stop, true);
     for (int i = 0; i < WORKERS; i++)
         pthread_join(th[i], NULL);
+    /* The pool's statistics first: they settle what the workers' exits
+     * changed in its slack (counted at its next call). */
+    memq_pool_stats ps;
+    int prc = memq_pool_get_stats(memq_tracker_pool(tracker), &ps);
     memq_stats st;
     memq_tracker_stats(tracker, &st);
-    if (st.used != 0)
-        fail("used %zu after every participant was freed", st.used);
+    /* What is left is the chunk pool's slack (its reserve and metadata),
+     * which the containers' pool counts in used: nothing claimed or
+     * cached. */
+    if (st.claimed != 0 || st.cached != 0 || st.used != st.slack)
+        fail("used %zu (claimed %zu, cached %zu, slack %zu) after every participant was freed",
+             st.used, st.claimed, st.cached, st.slack);
+    /* The slack is what the pool holds from the OS with no chunk in use,
+     * plus at most a cache's worth (128 KiB) for the one thread whose
+     * cache is still live, this one (memquota/pool.h: never less). */
+    if (prc != 0 || ps.slack != st.slack || ps.slack < ps.resident - ps.in_use ||
+        ps.slack > ps.resident - ps.in_use + 128 * KIB)
+        fail("the pool's slack %zu (tracker: %zu) is not what it holds from the OS (%zu resident; "
+             "in use %zu, cached %zu, metadata %zu, reserved %zu)",
+             ps.slack, st.slack, ps.resident, ps.in_use, ps.cached, ps.metadata, ps.reserved);
     if (st.participants != 0 || st.accounts != 1)
         fail("%zu participants, %zu accounts left", st.participants, st.accounts);
     memq_account_unref(root);

@@ -92,7 +92,7 @@ install-event: $(EVENT_STATIC) $(EVENT_SHARED)
 # check-valgrind, which runs after this.
 VALGRIND ?= valgrind
 VALGRIND_OUT ?= build/valgrind
-VALGRIND_FLAGS ?= --tool=memcheck --error-exitcode=99 --leak-check=full --fair-sched=yes \
+VALGRIND_FLAGS ?= --tool=memcheck --error-exitcode=99 --leak-check=full \
   --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
   --track-fds=no --quiet
 VALGRIND_TIMEOUT ?= 900
