@@ -31,7 +31,7 @@ EX_OUT := $(OUT)/examples
 EX_DEMO_OUT := $(OUT)/demo
 EVENT_CFLAGS = $(shell pkg-config --cflags libevent)
 EVENT_LIBS = $(shell pkg-config --libs libevent)
-EX_HDR := include/memquota.h $(wildcard include/memquota/*.h)
+EX_HDR := include/memquota.h $(wildcard include/memquota/*.h) examples/example_util.h
 
 EXAMPLE_SRC := $(wildcard examples/*_example.c)
 EXAMPLE_BIN := $(EXAMPLE_SRC:examples/%.c=$(EX_OUT)/%)

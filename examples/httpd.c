@@ -79,6 +79,8 @@
 
 #include <memquota/event.h>
 
+#include "example_util.h" /* now_ns, say, rss_bytes, peak_rss_bytes, parse_size_opt */
+
 #define PATTERN_SIZE 65280   /* fills a 64 KiB libevent chain exactly */
 #define CACHE_MAX 16384      /* memq_config cache_max (the library default) */
 #define READ_MAX 16384       /* the most a bufferevent reads in one go */
@@ -180,49 +182,6 @@ static server *the_server;
 /* ======================================================================
  * Small helpers
  * ====================================================================== */
-
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("httpd: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-static size_t rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "re");
-    if (f == NULL)
-        return 0;
-    unsigned long size = 0, resident = 0;
-    int n = fscanf(f, "%lu %lu", &size, &resident);
-    fclose(f);
-    return n == 2 ? (size_t)resident * (size_t)sysconf(_SC_PAGESIZE) : 0;
-}
-
-static size_t peak_rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/status", "re");
-    if (f == NULL)
-        return 0;
-    char line[256];
-    size_t kib = 0;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmHWM: %zu kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib * 1024;
-}
 
 /* CPU time used by the process (user + system), in milliseconds. */
 static uint64_t cpu_ms(void)
@@ -845,16 +804,6 @@ static void usage(FILE *f)
           "Prints 'READY port=<port>' on stdout once listening; SIGINT or SIGTERM stop it\n"
           "and print 'FINAL key=value ...' on stdout.\n",
           f);
-}
-
-static bool parse_size_opt(const char *name, const char *text, size_t *out)
-{
-    int rc = memq_parse_size(text, out);
-    if (rc != 0) {
-        say("%s %s: %s", name, text, memq_strerror(rc));
-        return false;
-    }
-    return true;
 }
 
 static bool parse_long(const char *name, const char *text, long lo, long hi, long *out)

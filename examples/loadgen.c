@@ -56,6 +56,8 @@
 
 #include <memquota.h> /* memq_parse_size() */
 
+#include "example_util.h" /* now_ns, say */
+
 #define MAX_CLIENTS 2000
 #define MAX_DURATION_S 300.0
 #define MAX_SIZE ((size_t)64 << 20)
@@ -130,27 +132,9 @@ static uint64_t last_progress_ns;
 static bool tty;
 static volatile sig_atomic_t interrupted;
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static double secs(uint64_t ns)
 {
     return (double)ns / 1e9;
-}
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("loadgen: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
 }
 
 static void on_interrupt(int sig)

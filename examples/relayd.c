@@ -119,6 +119,8 @@
 
 #include <memquota/event.h>
 
+#include "example_util.h" /* now_ns, say, rss_bytes, peak_rss_bytes, parse_size_opt */
+
 #define MAX_LINE 64          /* longest request line accepted */
 #define INPUT_LIMIT 1024     /* a connection's input buffer stops reading here */
 #define QUANTUM 65536        /* response bytes a connection earns per loop turn */
@@ -228,53 +230,9 @@ static char pattern[POOL_PIECE];
  * Small helpers
  * ====================================================================== */
 
-static uint64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t ms_since_start(const relay *r, uint64_t ns)
 {
     return ns == 0 ? 0 : (ns - r->start_ns) / 1000000u;
-}
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void say(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    fputs("relayd: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-}
-
-/* Resident set size now and at its peak, from /proc (0 if unreadable). */
-static size_t rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (f == NULL)
-        return 0;
-    unsigned long size = 0, resident = 0;
-    int n = fscanf(f, "%lu %lu", &size, &resident);
-    fclose(f);
-    return n == 2 ? (size_t)resident * (size_t)sysconf(_SC_PAGESIZE) : 0;
-}
-
-static size_t peak_rss_bytes(void)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    if (f == NULL)
-        return 0;
-    char line[256];
-    size_t kib = 0;
-    while (fgets(line, sizeof line, f) != NULL)
-        if (sscanf(line, "VmHWM: %zu kB", &kib) == 1)
-            break;
-    fclose(f);
-    return kib * 1024;
 }
 
 /* --rss-cap: stop as the OOM killer would.  Checked every tick and, at
@@ -1223,16 +1181,6 @@ static void usage(FILE *f)
           "Prints 'READY port=<port>' on stdout once listening; SIGINT or SIGTERM stop it\n"
           "and print 'FINAL key=value ...' on stdout.\n",
           f);
-}
-
-static bool parse_size_opt(const char *name, const char *text, size_t *out)
-{
-    int rc = memq_parse_size(text, out);
-    if (rc != 0) {
-        say("%s %s: %s", name, text, memq_strerror(rc));
-        return false;
-    }
-    return true;
 }
 
 static bool parse_port(const char *name, const char *text, int *out)
