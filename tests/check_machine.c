@@ -163,6 +163,7 @@ static void *press_main(void *arg)
     while (!atomic_load(p->stop)) {
         (void)memq_tracker_pressure(p->t);
         atomic_fetch_add(&p->reports, 1);
+        spin_turn();
     }
     return NULL;
 }
@@ -181,6 +182,7 @@ static void *claim_main(void *arg)
         if (memq_claim(c->p, 3000) != MEMQ_ECLOSED)
             memq_release(c->p, 3000);
         atomic_fetch_add(&c->ops, 1);
+        spin_turn();
     }
     return NULL;
 }

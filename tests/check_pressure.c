@@ -1021,6 +1021,7 @@ static void *claim_loop(void *arg)
             if (memq_claim(p, 4096) == 0)
                 memq_release(p, 4096);
             atomic_fetch_add(&c->rounds, 1);
+            spin_turn();
         }
         memq_participation_free(p);
     }

@@ -154,6 +154,7 @@ static void *claimer_main(void *arg)
             tpart_release(tp, 1 + rng_below(&rng, 3000));
         }
         atomic_fetch_add(&c->ops, 1);
+        spin_turn();
     }
     return NULL;
 }
@@ -264,6 +265,7 @@ static void *churn_main(void *arg)
         pthread_mutex_destroy(&tp->mu);
         free(tp);
         atomic_fetch_add(&c->ops, 1);
+        spin_turn();
     }
     return NULL;
 }
@@ -327,6 +329,7 @@ static void *closer_race_owner(void *arg)
             c->failures++;
         tpart_release(c->tp, rng_below(&rng, 9000));
         atomic_fetch_add(&c->ops, 1);
+        spin_turn();
     }
     return NULL;
 }
@@ -822,6 +825,7 @@ static void *reconfigure_main(void *arg)
         if (memq_tracker_reconfigure(r->t, &r->cfg) != 0)
             r->failures++;
         atomic_fetch_add(&r->ops, 1);
+        spin_turn();
     }
     return NULL;
 }

@@ -19,6 +19,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -67,6 +68,22 @@ static inline void watchdog_start(void)
     alarm(getenv("MEMQ_VALGRIND") != NULL ? 10 * WATCHDOG_SECONDS : WATCHDOG_SECONDS);
 }
 static inline void watchdog_stop(void) { alarm(0); }
+
+/* In a loop that spins against other threads: under valgrind (MEMQ_VALGRIND
+ * set), which runs one thread at a time, give the others their turn, or a
+ * thread that takes a lock in a loop can starve them for minutes; natively
+ * it does nothing, so the threads keep racing at full speed. */
+static inline void spin_turn(void)
+{
+    static atomic_int under_valgrind = -1;
+    int v = atomic_load_explicit(&under_valgrind, memory_order_relaxed);
+    if (v < 0) {
+        v = getenv("MEMQ_VALGRIND") != NULL;
+        atomic_store_explicit(&under_valgrind, v, memory_order_relaxed);
+    }
+    if (v)
+        sched_yield();
+}
 
 static inline void sleep_ms(unsigned ms)
 {
