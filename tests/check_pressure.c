@@ -803,7 +803,10 @@ START_TEST(test_machine_figures_of_this_process)
     struct rusage ru;
     ck_assert_int_eq(getrusage(RUSAGE_SELF, &ru), 0);
     ck_assert_uint_gt(m.rss, 0);
-    ck_assert_uint_le(m.rss, (size_t)ru.ru_maxrss * 1024 + 64 * page_size());
+    /* Bytes, not pages or KiB: within 4 MiB of the peak the kernel keeps
+     * (its high-water mark is updated lazily, so the RSS read now can be
+     * a little above it: by 16 pages once, under valgrind). */
+    ck_assert_uint_le(m.rss, (size_t)ru.ru_maxrss * 1024 + 4 * 1024 * 1024);
     fprintf(stderr, "note: this process: rss %zu, cgroup usage %zu, cgroup limit %zu\n", m.rss,
             m.cgroup_usage, m.cgroup_limit);
     /* A NULL root is "/" too. */
