@@ -50,11 +50,31 @@
  * says so and exits 124, as timeout(1) does.  Ten times longer under
  * valgrind (MEMQ_VALGRIND set), whose threads run one at a time. */
 #define WATCHDOG_SECONDS 60
+
+/* The test running now, for the watchdog to name: Check's START_TEST,
+ * wrapped so that the test's function records its name first. */
+static const char *volatile watchdog_test = "(outside any test)";
+#undef START_TEST
+#define START_TEST(name)                                                     \
+    static void name##_body(int _i);                                         \
+    static void name##_fn(int _i)                                            \
+    {                                                                        \
+        watchdog_test = #name;                                               \
+        name##_body(_i);                                                     \
+    }                                                                        \
+    static const TTest name##_ttest = {#name, name##_fn, __FILE__, __LINE__}; \
+    static const TTest *name = &name##_ttest;                                \
+    static void name##_body(int _i CK_ATTRIBUTE_UNUSED)
+
 static inline void watchdog_fired(int sig)
 {
     (void)sig;
-    static const char msg[] = "watchdog: a test ran past its time limit (a deadlock?)\n";
-    ssize_t r = write(STDERR_FILENO, msg, sizeof msg - 1);
+    static const char pre[] = "watchdog: ";
+    static const char post[] = " ran past its time limit (a deadlock?)\n";
+    const char *name = watchdog_test;
+    ssize_t r = write(STDERR_FILENO, pre, sizeof pre - 1);
+    r = write(STDERR_FILENO, name, strlen(name));
+    r = write(STDERR_FILENO, post, sizeof post - 1);
     (void)r;
     _exit(124);
 }
