@@ -1007,51 +1007,6 @@ END_TEST
  * No address space for the tracker's pool
  * ====================================================================== */
 
-/* Limits on the address space (RLIMIT_AS) are not for valgrind, which
- * keeps its own map of it, nor for TSan, which maps shadow memory for
- * each of the program's mappings; and they need a process in which no
- * pool was made yet, as Check's fork mode gives each test. */
-static const char *no_fresh_address_space(void)
-{
-#if defined(__SANITIZE_THREAD__)
-    return "TSan maps shadow memory for each of the program's mappings";
-#else
-    if (getenv("MEMQ_VALGRIND") != NULL)
-        return "valgrind manages the address space itself";
-    const char *fork = getenv("CK_FORK");
-    if (fork != NULL && strcmp(fork, "no") == 0)
-        return "needs a process of its own (CK_FORK=no)";
-    return NULL;
-#endif
-}
-
-/* The process's address-space size (statm's first figure). */
-static size_t vm_size(void)
-{
-    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
-    ck_assert_int_ge(fd, 0);
-    char text[128];
-    ssize_t k = read(fd, text, sizeof text - 1);
-    close(fd);
-    ck_assert_int_gt(k, 0);
-    text[k] = '\0';
-    return (size_t)strtoull(text, NULL, 10) * (size_t)sysconf(_SC_PAGESIZE);
-}
-
-/* RLIMIT_AS brought to `headroom` bytes above the process's size now:
- * the next mappings beyond it fail with ENOMEM.  Returns the old limit. */
-static struct rlimit address_space_squeeze(size_t headroom)
-{
-    struct rlimit old, low;
-    ck_assert_int_eq(getrlimit(RLIMIT_AS, &old), 0);
-    low = old;
-    low.rlim_cur = (rlim_t)(vm_size() + headroom);
-    if (old.rlim_cur != RLIM_INFINITY && low.rlim_cur > old.rlim_cur)
-        low.rlim_cur = old.rlim_cur;
-    ck_assert_int_eq(setrlimit(RLIMIT_AS, &low), 0);
-    return old;
-}
-
 /* The first buffer of a process whose address space is limited: the
  * tracker's pool cannot map its first metadata block (1 MiB), so the
  * buffer is not made and its registration is undone. */

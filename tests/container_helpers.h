@@ -1,7 +1,7 @@
 /*
  * container_helpers.h - small helpers shared by check_queue.c and
  * check_buf.c: a fake clock, tracker set-up, what participants hold, and
- * manual reclamation.
+ * manual reclamation, and a limit on the address space.
  */
 #ifndef CONTAINER_HELPERS_H
 #define CONTAINER_HELPERS_H
@@ -9,7 +9,12 @@
 #include <memquota.h>
 
 #include <check.h>
+#include <fcntl.h>
 #include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #define KIB ((size_t)1024)
 #define MIB ((size_t)1024 * 1024)
@@ -210,6 +215,51 @@ static inline memq_tracker *tracker_with_closing_clock(size_t max, closing_clock
     memq_tracker *t = NULL;
     ck_assert_int_eq(memq_tracker_new(&t, &cfg), 0);
     return t;
+}
+
+/* Limits on the address space (RLIMIT_AS) are not for valgrind, which
+ * keeps its own map of it, nor for TSan, which maps shadow memory for
+ * each of the program's mappings; and they need a process in which no
+ * pool was made yet, as Check's fork mode gives each test. */
+static inline const char *no_fresh_address_space(void)
+{
+#if defined(__SANITIZE_THREAD__)
+    return "TSan maps shadow memory for each of the program's mappings";
+#else
+    if (getenv("MEMQ_VALGRIND") != NULL)
+        return "valgrind manages the address space itself";
+    const char *fork = getenv("CK_FORK");
+    if (fork != NULL && strcmp(fork, "no") == 0)
+        return "needs a process of its own (CK_FORK=no)";
+    return NULL;
+#endif
+}
+
+/* The process's address-space size (statm's first figure). */
+static inline size_t vm_size(void)
+{
+    int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    ck_assert_int_ge(fd, 0);
+    char text[128];
+    ssize_t k = read(fd, text, sizeof text - 1);
+    close(fd);
+    ck_assert_int_gt(k, 0);
+    text[k] = '\0';
+    return (size_t)strtoull(text, NULL, 10) * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* RLIMIT_AS brought to `headroom` bytes above the process's size now:
+ * the next mappings beyond it fail with ENOMEM.  Returns the old limit. */
+static inline struct rlimit address_space_squeeze(size_t headroom)
+{
+    struct rlimit old, low;
+    ck_assert_int_eq(getrlimit(RLIMIT_AS, &old), 0);
+    low = old;
+    low.rlim_cur = (rlim_t)(vm_size() + headroom);
+    if (old.rlim_cur != RLIM_INFINITY && low.rlim_cur > old.rlim_cur)
+        low.rlim_cur = old.rlim_cur;
+    ck_assert_int_eq(setrlimit(RLIMIT_AS, &low), 0);
+    return old;
 }
 
 #endif /* CONTAINER_HELPERS_H */
