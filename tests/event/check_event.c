@@ -11,46 +11,7 @@
 #include <pthread.h>
 
 #include "failalloc.h" /* our allocations, made to fail */
-
-/* libevent's allocations go through these (event_set_mem_functions() in
- * main()), so they are this program's: counted, and made to fail, as
- * ours.  lev_live is what libevent holds. */
-#define MEM_HEADER 16
-static atomic_size_t lev_live;
-
-static void *lev_malloc(size_t n)
-{
-    size_t *p = malloc(n + MEM_HEADER);
-    if (p == NULL)
-        return NULL;
-    *p = n;
-    atomic_fetch_add(&lev_live, n);
-    return (char *)p + MEM_HEADER;
-}
-
-static void lev_free(void *q)
-{
-    if (q == NULL)
-        return;
-    size_t *p = (size_t *)(void *)((char *)q - MEM_HEADER);
-    atomic_fetch_sub(&lev_live, *p);
-    free(p);
-}
-
-static void *lev_realloc(void *q, size_t n)
-{
-    if (q == NULL)
-        return lev_malloc(n);
-    size_t *p = (size_t *)(void *)((char *)q - MEM_HEADER);
-    size_t old = *p;
-    p = realloc(p, n + MEM_HEADER);
-    if (p == NULL)
-        return NULL;
-    *p = n;
-    atomic_fetch_add(&lev_live, n);
-    atomic_fetch_sub(&lev_live, old);
-    return (char *)p + MEM_HEADER;
-}
+#include "levalloc.h" /* libevent's, counted */
 
 /* ----------------------------------------------------------------------
  * Fixtures
