@@ -32,30 +32,13 @@
  * The failing allocator
  * ====================================================================== */
 
-extern void *__interceptor_malloc(size_t) __attribute__((weak));
-extern void *__interceptor_calloc(size_t, size_t) __attribute__((weak));
-extern void *__interceptor_realloc(void *, size_t) __attribute__((weak));
-extern void *__libc_malloc(size_t);
-extern void *__libc_calloc(size_t, size_t);
-extern void *__libc_realloc(void *, size_t);
-
-extern char __executable_start, etext;
-
-/* The interposers run during the sanitizers' own start-up (their dlsym
- * calls allocate), before TSan has any thread state: never instrument
- * them. */
-#define NO_SANITIZE __attribute__((no_sanitize("thread", "address", "undefined")))
+#include "interpose.h" /* the interposers; should_fail() is below */
 
 static _Thread_local int armed;    /* a library call is running on this thread */
 static unsigned long long counted; /* allocations seen while armed */
 static unsigned long long fail_at; /* 0: never */
 static bool fail_after;            /* fail every allocation from fail_at on */
 static unsigned long long failures;
-
-NO_SANITIZE static bool from_executable(const void *ret)
-{
-    return (const char *)ret >= &__executable_start && (const char *)ret < &etext;
-}
 
 /* A thread the test does not run (the reclaim thread) marks itself from
  * inside a callback; while short_on_memory is set, every allocation the
@@ -78,43 +61,6 @@ NO_SANITIZE static bool should_fail(const void *caller)
         return false;
     failures++;
     return true;
-}
-
-NO_SANITIZE static void *real_malloc(size_t n)
-{
-    return __interceptor_malloc ? __interceptor_malloc(n) : __libc_malloc(n);
-}
-
-NO_SANITIZE void *malloc(size_t n)
-{
-    if (should_fail(__builtin_return_address(0)))
-        return NULL;
-    return real_malloc(n);
-}
-
-NO_SANITIZE void *calloc(size_t n, size_t size)
-{
-    if (should_fail(__builtin_return_address(0)))
-        return NULL;
-    return __interceptor_calloc ? __interceptor_calloc(n, size) : __libc_calloc(n, size);
-}
-
-NO_SANITIZE void *realloc(void *p, size_t n)
-{
-    if (should_fail(__builtin_return_address(0)))
-        return NULL;
-    return __interceptor_realloc ? __interceptor_realloc(p, n) : __libc_realloc(p, n);
-}
-
-NO_SANITIZE char *strdup(const char *s)
-{
-    if (should_fail(__builtin_return_address(0)))
-        return NULL;
-    size_t n = strlen(s) + 1;
-    char *d = real_malloc(n);
-    if (d != NULL)
-        memcpy(d, s, n);
-    return d;
 }
 
 /* ======================================================================

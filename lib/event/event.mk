@@ -32,7 +32,7 @@ EVENT_OBJ := $(EVENT_SRC:lib/event/%.c=$(OUT)/lib/event/%.o)
 EVENT_HDR := include/memquota.h $(wildcard include/memquota/*.h) $(wildcard lib/event/*.h)
 EVENT_TEST_SRC := $(wildcard tests/event/check_*.c)
 EVENT_TEST_BIN := $(EVENT_TEST_SRC:tests/event/%.c=$(OUT)/tests/event/%)
-EVENT_TEST_HDR := $(wildcard tests/event/*.h)
+EVENT_TEST_HDR := $(wildcard tests/event/*.h) tests/interpose.h
 EVENT_SKIPPED := libmemquota-event: skipped, libevent not found (apt-get install libevent-dev pkg-config)
 
 .PHONY: event check-event install-event uninstall-event clean-event check-valgrind-event
