@@ -757,6 +757,32 @@ release inlined into the pool (their fields shared through lib/core.h),
 the pair fell to 137 instructions and 19.0 ns at 512 B (1.34), but the
 pair at 64 KiB, whose claims leave the cache, rose from 51 ns to 60-65
 ns; that change was not kept.
+
+Tried again later that day (the 64 KiB comparisons with address-space
+randomisation off, \`setarch -R\`, so that each variant's time repeats
+from run to run).  Inlined as before, the pair took 18.3 ns at 512 B
+(1.32) and 18.2 ns at 4 KiB (0.51); made a leaf as well (every call left
+on its path a tail call), 16.8 ns at 512 B (1.21); without the
+compare-and-swap too, 1.10-1.16.  Each of them took the 64 KiB pair from 51 to 63 ns, and the
+cause is one early read.  A 64 KiB release returns the cache to the
+tracker and ends with a locked instruction (the add to its thread's
+slice of the total); the next claim reads the participation's cache.
+The inlined claim reads it about fifteen instructions sooner, and that
+read alone (a copy of the library whose only change is that load) costs
+the 12 ns.  The library as it is pays the same when the participation's
+stores come after a locked instruction: with the slice's add moved
+before the stores of the cache and the claim, or into the account's
+spin lock, the pair took 63 ns too.  It looks as if, on this
+processor, a read of a line just written waits when a locked
+instruction lies between (there are no performance counters in this
+virtual machine to say which stall it is), so that the two locked
+instructions of each refill and return cost more than their own
+latency: in a copy of the library with neither (not thread-safe, only
+measured) the 64 KiB pair took 40 ns.  None of these changes was kept.
+With \`cache_max\` at 96 KiB a 64 KiB claim is served from the cache like
+a small one: 19.5 ns a pair against 38.2 ns (0.51).  The miss at 64 KiB
+is the default cache's, as figure 2's is.
+
 EOF
 if any_missed pool_vs_malloc_512 pool_vs_malloc_512_2t; then cat <<EOF
 At 512 B glibc serves the pair from its thread's cache (tcache, which
