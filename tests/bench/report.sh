@@ -764,8 +764,10 @@ randomisation off, \`setarch -R\`, so that each variant's time repeats
 from run to run).  Inlined as before, the pair took 18.3 ns at 512 B
 (1.32) and 18.2 ns at 4 KiB (0.51); made a leaf as well (every call left
 on its path a tail call), 16.8 ns at 512 B (1.21); without the
-compare-and-swap too, 1.10-1.16.  Each of them took the 64 KiB pair from 51 to 63 ns, and the
-cause is one early read.  A 64 KiB release returns the cache to the
+compare-and-swap too, 1.10-1.16.  They took the 64 KiB pair from 51 to
+63 ns (all but one arrangement of the inlined claim, which read the
+participation later: 51 ns in most runs, 63-66 in some), and the cause
+is one early read.  A 64 KiB release returns the cache to the
 tracker and ends with a locked instruction (the add to its thread's
 slice of the total); the next claim reads the participation's cache.
 The inlined claim reads it about fifteen instructions sooner, and that
